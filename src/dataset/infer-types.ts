@@ -1,0 +1,31 @@
+import type { FeatureDef } from '../preprocessing/feature-spec.js';
+
+const BOOL = /^(true|false)$/i;
+
+/**
+ * Column type from its non-blank values: all numbers → numeric, all TRUE/FALSE → boolean,
+ * otherwise categorical. `categorical` forces integer code columns (Region, Browser…).
+ */
+export function inferColumnType(values: string[], forceCategorical = false): FeatureDef['type'] {
+  const present = values.filter((v) => v.trim() !== '');
+  if (forceCategorical) return 'categorical';
+  if (present.length === 0) return 'categorical';
+  if (present.every((v) => BOOL.test(v.trim()))) return 'boolean';
+  if (present.every((v) => Number.isFinite(Number(v)))) return 'numeric';
+  return 'categorical';
+}
+
+const POSITIVE_WORDS = new Set(['true', 'yes', 'y', '1', 'positive']);
+
+/** Whether a label cell means the positive class (case-insensitive; true/yes/1 match each other). */
+export function labelMatcher(positive: string): (cell: string) => boolean | null {
+  const p = positive.trim().toLowerCase();
+  const pIsWord = POSITIVE_WORDS.has(p);
+  return (cell) => {
+    const c = cell.trim().toLowerCase();
+    if (c === '') return null;
+    if (c === p) return true;
+    if (pIsWord && POSITIVE_WORDS.has(c)) return true;
+    return false;
+  };
+}

@@ -1,0 +1,98 @@
+import { parseCell } from './coerce.js';
+import { numericPreStandardize } from './transform.js';
+import type { FeatureDef, FeatureSpec, FeatureValues } from './feature-spec.js';
+
+export interface FitOptions {
+  /** Categories seen fewer times than this share the out-of-vocabulary bucket, so it gets trained. */
+  minCategoryCount?: number;
+  /** Skewness above which non-negative numeric columns get a log1p transform. */
+  log1pSkew?: number;
+}
+
+/** Fits normalization stats, vocabularies and imputation values on the training rows only. */
+export function fitFeatureSpec(
+  columnTypes: { name: string; type: FeatureDef['type'] }[],
+  rows: Record<string, string>[],
+  label: { name: string; positive: string },
+  opts: FitOptions = {},
+): FeatureSpec {
+  const minCount = opts.minCategoryCount ?? 3;
+  const skewLimit = opts.log1pSkew ?? 2;
+  const features: FeatureDef[] = columnTypes.map(({ name, type }) => {
+    const cells = rows.map((r) => parseCell(type, r[name]));
+    const present = cells.filter((c) => c !== null);
+    const nullable = present.length < cells.length;
+    if (type === 'numeric') return fitNumeric(name, present as number[], nullable, skewLimit);
+    if (type === 'boolean') {
+      const trues = (present as boolean[]).filter(Boolean).length;
+      const mean = present.length ? trues / present.length : 0;
+      return { name, type, nullable, impute: mean >= 0.5, mean };
+    }
+    return fitCategorical(name, present as string[], nullable, minCount);
+  });
+  return { specVersion: 1, features, label, threshold: 0.5 };
+}
+
+function fitNumeric(name: string, values: number[], nullable: boolean, skewLimit: number): FeatureDef {
+  const sorted = Float64Array.from(values).sort();
+  const q = (p: number) => quantile(sorted, p);
+  const clip = { min: q(0), max: q(0.999) };
+  const clipped = values.map((v) => Math.min(clip.max, Math.max(clip.min, v)));
+  const useLog = q(0.01) >= 0 && skewness(clipped) > skewLimit;
+  const transform = useLog ? ('log1p' as const) : ('none' as const);
+  const t = values.map((v) => numericPreStandardize({ clip, transform }, v));
+  const mean = t.reduce((a, b) => a + b, 0) / Math.max(1, t.length);
+  const variance = t.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, t.length);
+  const std = Math.sqrt(variance) || 1;
+  return { name, type: 'numeric', nullable, impute: q(0.5), clip, transform, mean, std };
+}
+
+function fitCategorical(name: string, values: string[], nullable: boolean, minCount: number): FeatureDef {
+  const counts = new Map<string, number>();
+  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  const ranked = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  const kept = ranked.filter(([, n]) => n >= minCount);
+  const vocab = kept.length ? kept : ranked.slice(0, 1);
+  const total = Math.max(1, values.length);
+  return {
+    name,
+    type: 'categorical',
+    nullable,
+    impute: ranked[0]?.[0] ?? '',
+    vocabulary: vocab.map(([v]) => v),
+    frequencies: vocab.map(([, n]) => n / total),
+  };
+}
+
+export function quantile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return 0;
+  const pos = (sorted.length - 1) * p;
+  const lo = Math.floor(pos);
+  const hi = Math.ceil(pos);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
+}
+
+function skewness(xs: number[]): number {
+  const n = xs.length;
+  if (n < 3) return 0;
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  let m2 = 0;
+  let m3 = 0;
+  for (const x of xs) {
+    const d = x - mean;
+    m2 += d * d;
+    m3 += d * d * d;
+  }
+  m2 /= n;
+  m3 /= n;
+  return m2 === 0 ? 0 : m3 / m2 ** 1.5;
+}
+
+/** Typed rows for the encoder: blank cells stay null and are imputed by the encoder. */
+export function typedRows(spec: FeatureSpec, rows: Record<string, string>[]): FeatureValues[] {
+  return rows.map((r) => {
+    const out: FeatureValues = {};
+    for (const f of spec.features) out[f.name] = parseCell(f.type, r[f.name]);
+    return out;
+  });
+}

@@ -1,0 +1,139 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { buildManifest, verifyManifest, type Manifest } from './manifest.js';
+import { parseFeatureSpec, type FeatureSpec } from '../preprocessing/feature-spec.js';
+
+export interface VersionCard {
+  id: string;
+  created: string;
+  source: 'trained' | 'imported';
+  dataFingerprint?: string;
+  parameters?: Record<string, unknown>;
+  headline?: { auc?: number; f1?: number; brier?: number; logLoss?: number };
+  notes?: string;
+}
+
+export interface StoreState {
+  active: string | null;
+  canary: { version: string; percent: number; mode: 'split' | 'shadow' } | null;
+  history: { at: string; action: string; version: string | null; previous: string | null; by: string; reason?: string }[];
+}
+
+const VERSION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/**
+ * Model store on disk:
+ *   <root>/state.json            active/canary version and activation history
+ *   <root>/versions/<id>/        immutable: model.json, shards, feature-spec.json, metrics.json, card.json, manifest.json
+ * Versions are written to a temp dir and renamed into place, so a crash never exposes half a version.
+ */
+export class ModelStore {
+  readonly versionsDir: string;
+
+  constructor(readonly root: string) {
+    this.versionsDir = join(root, 'versions');
+    mkdirSync(this.versionsDir, { recursive: true });
+  }
+
+  static isValidId(id: string): boolean {
+    return VERSION_ID.test(id);
+  }
+
+  dir(id: string): string {
+    if (!ModelStore.isValidId(id)) throw new Error(`invalid version id "${id}"`);
+    return join(this.versionsDir, id);
+  }
+
+  has(id: string): boolean {
+    return ModelStore.isValidId(id) && existsSync(join(this.dir(id), 'manifest.json'));
+  }
+
+  listIds(): string[] {
+    return readdirSync(this.versionsDir, { withFileTypes: true })
+      .filter((d) => d.isDirectory() && !d.name.startsWith('.') && existsSync(join(this.versionsDir, d.name, 'manifest.json')))
+      .map((d) => d.name)
+      .sort();
+  }
+
+  readJson<T>(id: string, file: string): T {
+    return JSON.parse(readFileSync(join(this.dir(id), file), 'utf8')) as T;
+  }
+
+  card(id: string): VersionCard {
+    return this.readJson<VersionCard>(id, 'card.json');
+  }
+
+  spec(id: string): FeatureSpec {
+    return parseFeatureSpec(this.readJson(id, 'feature-spec.json'));
+  }
+
+  metrics<T = Record<string, unknown>>(id: string): T | null {
+    return existsSync(join(this.dir(id), 'metrics.json')) ? this.readJson<T>(id, 'metrics.json') : null;
+  }
+
+  verify(id: string): void {
+    verifyManifest(this.dir(id), this.readJson<Manifest>(id, 'manifest.json'));
+  }
+
+  /** Writes a new immutable version atomically; adds card.json and manifest.json. */
+  writeVersion(card: VersionCard, files: Map<string, Buffer>): string {
+    const id = card.id;
+    if (!ModelStore.isValidId(id)) throw new Error(`invalid version id "${id}"`);
+    if (existsSync(this.dir(id))) throw new Error(`version ${id} already exists`);
+    const all = new Map(files);
+    all.set('card.json', Buffer.from(JSON.stringify(card, null, 2) + '\n'));
+    const manifest = buildManifest(id, all);
+    const tmp = join(this.versionsDir, `.tmp-${id}-${randomBytes(4).toString('hex')}`);
+    mkdirSync(tmp);
+    try {
+      for (const [name, buf] of all) writeFileSync(join(tmp, name), buf);
+      writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+      renameSync(tmp, this.dir(id));
+    } catch (err) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw err;
+    }
+    return id;
+  }
+
+  deleteVersion(id: string): void {
+    const dir = this.dir(id);
+    const trash = join(this.versionsDir, `.tmp-del-${id}-${randomBytes(4).toString('hex')}`);
+    renameSync(dir, trash); // disappears from listings at once, even if removal is slow
+    rmSync(trash, { recursive: true, force: true });
+  }
+
+  /** Removes temp dirs left by a crash mid-write. */
+  sweepTemp(): void {
+    for (const d of readdirSync(this.versionsDir)) if (d.startsWith('.tmp-')) rmSync(join(this.versionsDir, d), { recursive: true, force: true });
+  }
+
+  readState(): StoreState {
+    const path = join(this.root, 'state.json');
+    const empty: StoreState = { active: null, canary: null, history: [] };
+    if (!existsSync(path)) return empty;
+    return { ...empty, ...(JSON.parse(readFileSync(path, 'utf8')) as Partial<StoreState>) };
+  }
+
+  writeState(state: StoreState): void {
+    const path = join(this.root, 'state.json');
+    const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+    writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n');
+    renameSync(tmp, path);
+  }
+
+  /** The version to serve: the recorded active one, else the only one, else the newest. */
+  resolveActive(): string | null {
+    const state = this.readState();
+    if (state.active && this.has(state.active)) return state.active;
+    const ids = this.listIds();
+    if (ids.length === 0) return null;
+    return ids.map((id) => ({ id, created: this.card(id).created })).sort((a, b) => a.created.localeCompare(b.created)).at(-1)!.id;
+  }
+}
+
+export function newVersionId(fingerprint = ''): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${stamp}-${(fingerprint || randomBytes(4).toString('hex')).slice(0, 6)}`;
+}

@@ -1,0 +1,131 @@
+/** Evaluation metrics for a binary classifier's probabilities. */
+
+export interface ClassificationMetrics {
+  n: number;
+  positives: number;
+  auc: number;
+  accuracy: number;
+  precision: number;
+  recall: number;
+  f1: number;
+  brier: number;
+  logLoss: number;
+  threshold: number;
+  confusion: { tp: number; fp: number; tn: number; fn: number };
+  calibration: { bin: string; count: number; meanPredicted: number; observedRate: number }[];
+  roc: { fpr: number; tpr: number; threshold: number }[];
+}
+
+/** ROC AUC with ties handled by average rank (Mann–Whitney U). */
+export function rocAuc(y: ArrayLike<number>, p: ArrayLike<number>): number {
+  const n = y.length;
+  const idx = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[a] - p[b]);
+  let rankSumPos = 0;
+  let pos = 0;
+  for (let i = 0; i < n; ) {
+    let j = i;
+    while (j + 1 < n && p[idx[j + 1]] === p[idx[i]]) j++;
+    const avgRank = (i + j) / 2 + 1;
+    for (let k = i; k <= j; k++) if (y[idx[k]] === 1) {
+      rankSumPos += avgRank;
+      pos++;
+    }
+    i = j + 1;
+  }
+  const neg = n - pos;
+  if (pos === 0 || neg === 0) return NaN;
+  return (rankSumPos - (pos * (pos + 1)) / 2) / (pos * neg);
+}
+
+export function confusionAt(y: ArrayLike<number>, p: ArrayLike<number>, threshold: number) {
+  let tp = 0, fp = 0, tn = 0, fn = 0;
+  for (let i = 0; i < y.length; i++) {
+    const hit = p[i] >= threshold;
+    if (hit && y[i] === 1) tp++;
+    else if (hit) fp++;
+    else if (y[i] === 1) fn++;
+    else tn++;
+  }
+  return { tp, fp, tn, fn };
+}
+
+export function f1At(y: ArrayLike<number>, p: ArrayLike<number>, threshold: number): number {
+  const { tp, fp, fn } = confusionAt(y, p, threshold);
+  return tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn);
+}
+
+/** Threshold with the best F1 among the distinct predicted values (validation split). */
+export function bestF1Threshold(y: ArrayLike<number>, p: ArrayLike<number>): number {
+  const candidates = [...new Set(Array.from(p).map((v) => Math.round(v * 1000) / 1000))].sort((a, b) => a - b);
+  let best = 0.5;
+  let bestF1 = -1;
+  for (const t of candidates) {
+    const f = f1At(y, p, t);
+    if (f > bestF1) {
+      bestF1 = f;
+      best = t;
+    }
+  }
+  return best;
+}
+
+export function evaluate(y: ArrayLike<number>, p: ArrayLike<number>, threshold: number, bins = 10): ClassificationMetrics {
+  const n = y.length;
+  const c = confusionAt(y, p, threshold);
+  const eps = 1e-7;
+  let brier = 0;
+  let logLoss = 0;
+  let positives = 0;
+  for (let i = 0; i < n; i++) {
+    const q = Math.min(1 - eps, Math.max(eps, p[i]));
+    brier += (p[i] - y[i]) ** 2;
+    logLoss -= y[i] === 1 ? Math.log(q) : Math.log(1 - q);
+    positives += y[i];
+  }
+  const precision = c.tp + c.fp ? c.tp / (c.tp + c.fp) : 0;
+  const recall = c.tp + c.fn ? c.tp / (c.tp + c.fn) : 0;
+  return {
+    n,
+    positives,
+    auc: rocAuc(y, p),
+    accuracy: (c.tp + c.tn) / n,
+    precision,
+    recall,
+    f1: precision + recall ? (2 * precision * recall) / (precision + recall) : 0,
+    brier: brier / n,
+    logLoss: logLoss / n,
+    threshold,
+    confusion: c,
+    calibration: calibrationBins(y, p, bins),
+    roc: rocPoints(y, p),
+  };
+}
+
+function calibrationBins(y: ArrayLike<number>, p: ArrayLike<number>, bins: number) {
+  const count = new Array(bins).fill(0);
+  const sumP = new Array(bins).fill(0);
+  const sumY = new Array(bins).fill(0);
+  for (let i = 0; i < y.length; i++) {
+    const b = Math.min(bins - 1, Math.floor(p[i] * bins));
+    count[b]++;
+    sumP[b] += p[i];
+    sumY[b] += y[i];
+  }
+  return count.map((n, b) => ({
+    bin: `${(b / bins).toFixed(1)}-${((b + 1) / bins).toFixed(1)}`,
+    count: n,
+    meanPredicted: n ? sumP[b] / n : 0,
+    observedRate: n ? sumY[b] / n : 0,
+  }));
+}
+
+/** ROC curve at 21 evenly spaced thresholds (enough for a report chart). */
+function rocPoints(y: ArrayLike<number>, p: ArrayLike<number>) {
+  const pts = [];
+  for (let k = 0; k <= 20; k++) {
+    const t = 1 - k / 20;
+    const c = confusionAt(y, p, t);
+    pts.push({ threshold: t, tpr: c.tp / Math.max(1, c.tp + c.fn), fpr: c.fp / Math.max(1, c.fp + c.tn) });
+  }
+  return pts;
+}

@@ -1,0 +1,95 @@
+import { createHash } from 'node:crypto';
+import { tf } from '../inference/backend.js';
+import { prepareDataset, type CleaningReport, type PrepareOptions } from '../dataset/prepare.js';
+import type { CsvTable } from '../dataset/read-csv.js';
+import { fitFeatureSpec, typedRows } from '../preprocessing/fit.js';
+import { Encoder } from '../preprocessing/transform.js';
+import type { FeatureSpec } from '../preprocessing/feature-spec.js';
+import { bestF1Threshold, evaluate, type ClassificationMetrics } from './metrics.js';
+import { DEFAULT_HYPERPARAMETERS, predictMatrix, trainMlp, type EpochReport, type Hyperparameters, type Matrix } from './mlp.js';
+import { fitPlatt, foldCalibrationIntoOutput } from './calibrate.js';
+import { stratifiedSplit } from './split.js';
+
+export interface TrainOptions extends PrepareOptions {
+  seed?: number;
+  hyperparameters?: Partial<Hyperparameters>;
+  validationFraction?: number;
+  testFraction?: number;
+}
+
+export interface TrainResult {
+  model: tf.LayersModel;
+  spec: FeatureSpec;
+  metrics: { test: ClassificationMetrics; validation: ClassificationMetrics };
+  cleaning: CleaningReport;
+  history: EpochReport[];
+  bestEpoch: number;
+  hyperparameters: Hyperparameters;
+  seed: number;
+  dataFingerprint: string;
+  split: { train: number; validation: number; test: number };
+  calibration: { a: number; b: number };
+  /** Encoded training matrix, for persona clustering and profiles. */
+  trainMatrix: Matrix;
+}
+
+export interface TrainHooks {
+  onEpoch?: (r: EpochReport) => void | Promise<void>;
+  onLog?: (msg: string) => void;
+  shouldStop?: () => boolean;
+}
+
+/** The whole training pipeline, shared by the CLI and the retraining worker. */
+export async function trainFromTable(table: CsvTable, opts: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
+  const seed = opts.seed ?? 42;
+  const hp = { ...DEFAULT_HYPERPARAMETERS, ...opts.hyperparameters };
+  const data = prepareDataset(table, opts);
+  const split = stratifiedSplit(data.labels, { validation: opts.validationFraction ?? 0.15, test: opts.testFraction ?? 0.15 }, seed);
+  const pick = (idx: number[]) => idx.map((i) => data.rows[i]);
+  const labelsOf = (idx: number[]) => Uint8Array.from(idx, (i) => data.labels[i]);
+
+  const spec = fitFeatureSpec(data.columnTypes, pick(split.train), { name: opts.label, positive: opts.positive });
+  const encoder = new Encoder(spec);
+  const matrix = (idx: number[]): Matrix => ({
+    data: encoder.encodeRows(typedRows(spec, pick(idx))),
+    rows: idx.length,
+    cols: encoder.width,
+  });
+  const train = { x: matrix(split.train), y: labelsOf(split.train) };
+  const validation = { x: matrix(split.validation), y: labelsOf(split.validation) };
+  const test = { x: matrix(split.test), y: labelsOf(split.test) };
+  hooks.onLog?.(
+    `rows ${data.report.rowsKept} (train ${train.x.rows}, validation ${validation.x.rows}, test ${test.x.rows}), inputs ${encoder.width}`,
+  );
+
+  const { model, history, bestEpoch } = await trainMlp(train, validation, hp, seed, hooks);
+
+  const calibration = fitPlatt(await predictMatrix(model, validation.x), validation.y);
+  foldCalibrationIntoOutput(model, calibration);
+  const pVal = await predictMatrix(model, validation.x);
+  spec.threshold = bestF1Threshold(validation.y, pVal);
+  const pTest = await predictMatrix(model, test.x);
+
+  return {
+    model,
+    spec,
+    metrics: { test: evaluate(test.y, pTest, spec.threshold), validation: evaluate(validation.y, pVal, spec.threshold) },
+    cleaning: data.report,
+    history,
+    bestEpoch,
+    hyperparameters: hp,
+    seed,
+    dataFingerprint: fingerprint(table),
+    split: { train: train.x.rows, validation: validation.x.rows, test: test.x.rows },
+    calibration,
+    trainMatrix: train.x,
+  };
+}
+
+/** sha256 over the parsed table, so the same data in another file layout matches. */
+export function fingerprint(table: CsvTable): string {
+  const h = createHash('sha256');
+  h.update(table.columns.join(','));
+  for (const r of table.rows) h.update('\n' + table.columns.map((c) => r[c]).join(','));
+  return h.digest('hex');
+}
