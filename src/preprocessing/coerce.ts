@@ -1,9 +1,6 @@
 import type { FeatureDef, FeatureSpec, FeatureValue, FeatureValues } from './feature-spec.js';
 
-export interface FieldIssue {
-  path: string;
-  message: string;
-}
+import type { FieldIssue } from '../lib/errors.js';
 
 const TRUE_STRINGS = new Set(['true', 'TRUE', 'True']);
 const FALSE_STRINGS = new Set(['false', 'FALSE', 'False']);

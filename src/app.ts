@@ -1,0 +1,70 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Config } from './config/env.js';
+import { initBackend } from './inference/backend.js';
+import { createServices, type Services } from './services.js';
+import { installErrorHandling } from './http/error-handler.js';
+import { OneLineRequestLog } from './http/request-logging.js';
+import { healthRoutes } from './http/routes/health.js';
+import { predictRoutes } from './http/routes/predict.js';
+import { schemaRoutes } from './http/routes/schema.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+  }
+}
+
+export interface BuildOptions {
+  /** Pino options or instance; tests pass `false` or a level. */
+  logger?: FastifyServerOptions['logger'];
+}
+
+/**
+ * Builds the whole service without listening: external plugins first, then the app's services,
+ * then routes. Tests call this with real dependencies and use inject/supertest.
+ */
+export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: opts.logger ?? { level: config.LOG_LEVEL, redact: ['req.headers.authorization'] },
+    logController: new OneLineRequestLog(),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    requestIdHeader: 'x-request-id',
+    return503OnClosing: true,
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installErrorHandling(app);
+
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'Purchase intent service',
+        version: '1.0.0',
+        description: 'Real-time purchase probability for e-commerce sessions, model lifecycle and audience segments.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  const backend = await initBackend(config.TF_BACKEND);
+  const services = await createServices(config, backend, app.log);
+  app.decorate('services', services);
+  app.addHook('onClose', async () => services.close());
+  app.log.info(
+    { backend, activeVersion: services.models.active?.id ?? null, redis: config.REDIS_URL ? 'enabled' : 'disabled', auth: services.auth.open ? 'open' : 'keys' },
+    'service ready',
+  );
+  if (services.auth.open) app.log.warn('API_KEYS is not set: predict and read routes are open, admin routes are refused');
+
+  await app.register(healthRoutes);
+  await app.register(schemaRoutes);
+  await app.register(predictRoutes);
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}

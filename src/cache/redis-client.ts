@@ -1,0 +1,31 @@
+import { Redis } from 'ioredis';
+import type { FastifyBaseLogger } from 'fastify';
+
+/**
+ * Redis connection tuned for a cache in the request path: commands fail fast while disconnected
+ * (no offline queue), and the client keeps reconnecting in the background forever.
+ */
+export function createRedis(url: string, log: FastifyBaseLogger, name = 'redis'): Redis {
+  const redis = new Redis(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+    retryStrategy: (times) => Math.min(50 * times, 1000),
+    lazyConnect: false,
+  });
+  let down = false;
+  redis.on('ready', () => {
+    if (down) log.info({ name }, 'redis reconnected');
+    down = false;
+  });
+  redis.on('error', (err) => {
+    if (!down) log.warn({ name, err: err.message }, 'redis unavailable; continuing without it');
+    down = true;
+  });
+  return redis;
+}
+
+export function redisStatus(redis: Redis | undefined): 'up' | 'down' | 'disabled' {
+  if (!redis) return 'disabled';
+  return redis.status === 'ready' ? 'up' : 'down';
+}

@@ -1,0 +1,117 @@
+import { LRUCache } from 'lru-cache';
+import type { Redis } from 'ioredis';
+
+export interface ScoreCacheOptions {
+  maxEntries: number;
+  ttlSeconds: number;
+  redisTimeoutMs: number;
+}
+
+const PREFIX = 'pi:score:';
+
+/**
+ * Two-level score cache keyed by model version + hash of the preprocessed input.
+ * L1 is in-process; L2 (Redis) is optional. L2 reads are bounded by a timeout and skipped while
+ * Redis is down; L2 writes are buffered and pipelined off the request path.
+ */
+export class ScoreCache {
+  private readonly l1: LRUCache<string, number>;
+  private pendingWrites: [string, number][] = [];
+  private flushScheduled = false;
+  l2Hits = 0;
+  l2Errors = 0;
+
+  constructor(
+    private readonly opts: ScoreCacheOptions,
+    private readonly redis?: Redis,
+  ) {
+    this.l1 = new LRUCache({ max: opts.maxEntries, ttl: opts.ttlSeconds * 1000 });
+  }
+
+  getL1(key: string): number | undefined {
+    return this.l1.get(key);
+  }
+
+  /** Resolves undefined on a miss, on timeout, or when Redis is unavailable; never rejects. */
+  async getL2(key: string): Promise<number | undefined> {
+    const redis = this.redis;
+    if (!redis || redis.status !== 'ready') return undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<undefined>((resolve) => {
+      timer = setTimeout(resolve, this.opts.redisTimeoutMs, undefined);
+    });
+    const read = redis.get(PREFIX + key).then(
+      (v) => (v === null ? undefined : Number(v)),
+      () => {
+        this.l2Errors++;
+        return undefined;
+      },
+    );
+    const value = await Promise.race([read, timeout]);
+    clearTimeout(timer);
+    if (value !== undefined) {
+      this.l2Hits++;
+      this.l1.set(key, value);
+    }
+    return value;
+  }
+
+  async getManyL2(keys: string[]): Promise<(number | undefined)[]> {
+    const redis = this.redis;
+    if (!redis || redis.status !== 'ready' || keys.length === 0) return keys.map(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<null>((resolve) => {
+      timer = setTimeout(resolve, this.opts.redisTimeoutMs * 4, null);
+    });
+    const read = redis.mget(keys.map((k) => PREFIX + k)).catch(() => null);
+    const values = await Promise.race([read, timeout]);
+    clearTimeout(timer);
+    return keys.map((k, i) => {
+      const v = values?.[i];
+      if (v == null) return undefined;
+      const n = Number(v);
+      this.l1.set(k, n);
+      return n;
+    });
+  }
+
+  set(key: string, probability: number): void {
+    this.l1.set(key, probability);
+    if (!this.redis) return;
+    this.pendingWrites.push([key, probability]);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushWrites());
+    }
+  }
+
+  /** Deletes the L1 entries and L2 keys given (used by user erasure). */
+  async delete(keys: string[]): Promise<number> {
+    let removed = 0;
+    for (const k of keys) if (this.l1.delete(k)) removed++;
+    if (this.redis && this.redis.status === 'ready' && keys.length) removed += await this.redis.del(...keys.map((k) => PREFIX + k));
+    return removed;
+  }
+
+  clearL1(): void {
+    this.l1.clear();
+  }
+
+  get size(): number {
+    return this.l1.size;
+  }
+
+  private flushWrites(): void {
+    this.flushScheduled = false;
+    const writes = this.pendingWrites;
+    this.pendingWrites = [];
+    const redis = this.redis;
+    // Dropping writes while Redis is down is fine: it is a cache, and L1 still holds them.
+    if (!redis || redis.status !== 'ready' || writes.length === 0) return;
+    const pipe = redis.pipeline();
+    for (const [k, p] of writes) pipe.set(PREFIX + k, String(p), 'EX', this.opts.ttlSeconds);
+    pipe.exec().catch(() => {
+      this.l2Errors++;
+    });
+  }
+}

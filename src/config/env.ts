@@ -1,0 +1,70 @@
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const nonNegative = z.coerce.number().min(0);
+
+/** Every setting the service reads from the environment, with defaults. */
+export const ConfigSchema = z.object({
+  PORT: port.default(8080),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  MODEL_STORE: z.string().min(1).default('./model-store'),
+  DATA_DIR: z.string().min(1).default('./data'),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+    .optional(),
+  CACHE_TTL_SECONDS: positiveInt.default(3600),
+  CACHE_MAX_ENTRIES: positiveInt.default(100_000),
+  REDIS_TIMEOUT_MS: positiveInt.default(5),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  API_KEYS: z.string().optional(),
+  TF_BACKEND: z.enum(['auto', 'node', 'wasm', 'cpu']).default('auto'),
+  BATCH_MAX_SIZE: positiveInt.default(256),
+  BATCH_MAX_WAIT_MS: nonNegative.default(0),
+  BATCH_MAX_INSTANCES: positiveInt.default(10_000),
+  BODY_LIMIT_BYTES: positiveInt.default(16 * 1024 * 1024),
+  UPLOAD_LIMIT_BYTES: positiveInt.default(100 * 1024 * 1024),
+  MEMBERSHIP_TTL_DAYS: positiveInt.default(30),
+  FEATURE_RETENTION: z.enum(['on', 'off']).default('on'),
+  SHUTDOWN_TIMEOUT_MS: positiveInt.default(10_000),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+export class ConfigError extends Error {}
+
+/** Parses the environment; a bad value throws a ConfigError naming each variable at fault. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const relevant = Object.fromEntries(
+    Object.keys(ConfigSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]),
+  );
+  const parsed = ConfigSchema.safeParse(relevant);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message} (got ${JSON.stringify(relevant[String(i.path[0])])})`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  if (parsed.data.API_KEYS !== undefined) parseApiKeys(parsed.data.API_KEYS); // fail at startup, not per request
+  return parsed.data;
+}
+
+export const SCOPES = ['predict', 'segments', 'admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** `predict:KEY1,segments+admin:KEY2` → [{ key, scopes }]. */
+export function parseApiKeys(value: string): { key: string; scopes: Set<Scope> }[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((entry) => {
+      const at = entry.indexOf(':');
+      if (at <= 0 || at === entry.length - 1) throw new ConfigError('invalid configuration:\n  API_KEYS: each entry must be scope[+scope]:key');
+      const scopes = entry.slice(0, at).split('+');
+      const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
+      if (bad.length) throw new ConfigError(`invalid configuration:\n  API_KEYS: unknown scope ${bad.join(', ')} (scopes: ${SCOPES.join(', ')})`);
+      const key = entry.slice(at + 1);
+      if (key.length < 8) throw new ConfigError('invalid configuration:\n  API_KEYS: keys must be at least 8 characters');
+      return { key, scopes: new Set(scopes as Scope[]) };
+    });
+}

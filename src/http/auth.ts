@@ -1,0 +1,43 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify';
+import { parseApiKeys, type Scope } from '../config/env.js';
+import { AppError } from '../lib/errors.js';
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/**
+ * Bearer-key auth with scopes. Keys are compared as sha256 digests with timingSafeEqual over
+ * every configured key, so timing reveals neither the key nor which entry matched.
+ * Without API_KEYS the service is open for predict and read routes; admin is always refused.
+ */
+export class Authenticator {
+  private readonly keys: { digest: Buffer; scopes: Set<Scope> }[];
+  readonly open: boolean;
+
+  constructor(apiKeys: string | undefined) {
+    this.open = apiKeys === undefined;
+    this.keys = apiKeys === undefined ? [] : parseApiKeys(apiKeys).map((k) => ({ digest: digest(k.key), scopes: k.scopes }));
+  }
+
+  scopesFor(header: string | undefined): Set<Scope> | null {
+    const m = header?.match(/^Bearer\s+(\S+)\s*$/i);
+    if (!m) return null;
+    const presented = digest(m[1]);
+    let found: Set<Scope> | null = null;
+    for (const k of this.keys) if (timingSafeEqual(presented, k.digest)) found = k.scopes;
+    return found;
+  }
+
+  require(scope: Scope): preHandlerHookHandler {
+    return (request: FastifyRequest, _reply: FastifyReply, done) => {
+      if (this.open) {
+        if (scope === 'admin') return done(new AppError(403, 'forbidden', 'admin routes are disabled: set API_KEYS with an admin key'));
+        return done();
+      }
+      const scopes = this.scopesFor(request.headers.authorization);
+      if (!scopes) return done(new AppError(401, 'unauthorized', 'missing or invalid API key (Authorization: Bearer <key>)'));
+      if (!scopes.has(scope)) return done(new AppError(403, 'forbidden', `this API key lacks the "${scope}" scope`));
+      done();
+    };
+  }
+}

@@ -1,0 +1,28 @@
+import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { redisStatus } from '../../cache/redis-client.js';
+
+const Readiness = z.object({
+  status: z.enum(['ready', 'not_ready']),
+  model: z.object({ loaded: z.boolean(), activeVersion: z.string().nullable(), canaryVersion: z.string().nullable() }),
+  backend: z.string(),
+  redis: z.enum(['up', 'down', 'disabled']),
+});
+
+export const healthRoutes: FastifyPluginAsyncZod = async (app) => {
+  app.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: z.object({ status: z.literal('ok') }) } } }, async () => ({
+    status: 'ok' as const,
+  }));
+
+  // Ready means a model can answer; Redis being down degrades caching but does not make us unready.
+  app.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Readiness, 503: Readiness } } }, async (_req, reply) => {
+    const { models, backend, redis } = app.services;
+    const body = {
+      status: models.active ? ('ready' as const) : ('not_ready' as const),
+      model: { loaded: Boolean(models.active), activeVersion: models.active?.id ?? null, canaryVersion: models.canary?.id ?? null },
+      backend,
+      redis: redisStatus(redis),
+    };
+    return reply.code(models.active ? 200 : 503).send(body);
+  });
+};

@@ -1,0 +1,60 @@
+import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { errorResponses, Prediction, PredictRequest } from '../schemas.js';
+import { schemaIssues } from '../error-handler.js';
+
+export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { scorer, auth, config } = app.services;
+
+  app.post(
+    '/v1/predict',
+    {
+      preHandler: auth.require('predict'),
+      // Schema errors are merged with feature errors so one 400 names every bad field.
+      attachValidation: true,
+      schema: {
+        tags: ['predict'],
+        summary: 'Purchase probability for one session',
+        body: PredictRequest,
+        response: { 200: Prediction, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const issues = schemaIssues(request.validationError);
+      const body = request.body as Partial<z.infer<typeof PredictRequest>> | undefined;
+      return scorer.predictOne({ userId: body?.userId, sessionId: body?.sessionId, features: body?.features }, issues);
+    },
+  );
+
+  const BatchRequest = z
+    .object({ instances: z.array(PredictRequest).min(1).max(config.BATCH_MAX_INSTANCES) })
+    .strict()
+    .meta({ id: 'BatchPredictRequest' });
+
+  app.post(
+    '/v1/predict/batch',
+    {
+      preHandler: auth.require('predict'),
+      attachValidation: true,
+      schema: {
+        tags: ['predict'],
+        summary: `Purchase probabilities for up to ${config.BATCH_MAX_INSTANCES} sessions, in request order`,
+        body: BatchRequest,
+        response: { 200: z.object({ modelVersion: z.string(), predictions: z.array(Prediction) }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const issues = schemaIssues(request.validationError);
+      const body = request.body as { instances?: unknown } | undefined;
+      const instances = Array.isArray(body?.instances) ? (body.instances as { features?: unknown; userId?: string }[]) : [];
+      if (issues.some((i) => i.path === 'instances' || i.path === 'body')) {
+        // The envelope itself is wrong: nothing per-instance to add.
+        return scorer.predictMany([], issues);
+      }
+      return scorer.predictMany(
+        instances.map((i) => ({ userId: typeof i?.userId === 'string' ? i.userId : undefined, features: i?.features })),
+        issues,
+      );
+    },
+  );
+};

@@ -1,0 +1,39 @@
+import { z } from 'zod';
+
+/** Shared wire schemas (zod → validation and OpenAPI). */
+export const ErrorBody = z
+  .object({
+    error: z.string(),
+    message: z.string(),
+    details: z.array(z.object({ path: z.string(), message: z.string() })),
+  })
+  .meta({ id: 'Error' });
+
+export const errorResponses = {
+  400: ErrorBody,
+  401: ErrorBody,
+  403: ErrorBody,
+  503: ErrorBody,
+} as const;
+
+const FeatureValue = z.union([z.number(), z.string(), z.boolean(), z.null()]);
+
+export const PredictRequest = z
+  .object({
+    userId: z.string().min(1).max(256).optional(),
+    sessionId: z.string().min(1).max(256).optional(),
+    features: z.record(z.string(), FeatureValue).describe('Feature name → value; see GET /v1/schema'),
+  })
+  .strict()
+  .meta({ id: 'PredictRequest' });
+
+export const Prediction = z
+  .object({
+    probability: z.number().describe('Calibrated purchase probability'),
+    label: z.boolean().describe('probability ≥ threshold'),
+    threshold: z.number(),
+    modelVersion: z.string(),
+    cached: z.boolean(),
+    warnings: z.array(z.string()),
+  })
+  .meta({ id: 'Prediction' });

@@ -1,0 +1,81 @@
+import { tf } from './backend.js';
+import { MicroBatcher } from './micro-batcher.js';
+import { Encoder } from '../preprocessing/transform.js';
+import type { FeatureSpec } from '../preprocessing/feature-spec.js';
+
+/**
+ * One model version in memory: weights, its feature spec and encoder, and its own micro-batcher
+ * (so a batch never mixes versions). Reference-counted so a swapped-out version is disposed only
+ * after the requests that started on it have finished.
+ */
+export class LoadedModel {
+  readonly encoder: Encoder;
+  readonly batcher: MicroBatcher;
+  private refs = 0;
+  private retired = false;
+  private disposed = false;
+
+  constructor(
+    readonly id: string,
+    readonly spec: FeatureSpec,
+    private readonly model: tf.LayersModel,
+    batching: { maxBatch: number; maxWaitMs: number },
+  ) {
+    this.encoder = new Encoder(spec);
+    const outShape = model.outputs[0]?.shape;
+    if (model.inputs.length !== 1 || model.inputs[0].shape[1] !== this.encoder.width) {
+      throw new Error(
+        `model input width ${model.inputs[0]?.shape[1]} does not match the feature spec's encoded width ${this.encoder.width}`,
+      );
+    }
+    if (outShape?.[1] !== 1) throw new Error(`model must output one probability per row, output shape is ${JSON.stringify(outShape)}`);
+    this.batcher = new MicroBatcher(this.encoder.width, (data, rows) => this.predictSync(data, rows), batching);
+  }
+
+  /** Scores an encoded matrix in one model call. */
+  predictSync(data: Float32Array, rows: number): Float32Array {
+    if (this.disposed) throw new Error(`model ${this.id} is disposed`);
+    return tf.tidy(() => {
+      const out = this.model.predictOnBatch(tf.tensor2d(data, [rows, this.encoder.width])) as tf.Tensor;
+      return out.dataSync() as Float32Array;
+    });
+  }
+
+  /** Runs `fn` with the model pinned; retire() waits for pinned work before freeing tensors. */
+  async use<T>(fn: (m: LoadedModel) => Promise<T>): Promise<T> {
+    this.refs++;
+    try {
+      return await fn(this);
+    } finally {
+      this.refs--;
+      if (this.retired && this.refs === 0) this.dispose();
+    }
+  }
+
+  retire(): void {
+    this.retired = true;
+    if (this.refs === 0) {
+      this.batcher.flush();
+      this.dispose();
+    }
+  }
+
+  get inFlight(): number {
+    return this.refs;
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /** For explanations: the underlying layers model (read-only use). */
+  get layersModel(): tf.LayersModel {
+    return this.model;
+  }
+
+  private dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.model.dispose();
+  }
+}

@@ -1,0 +1,146 @@
+import { createHash } from 'node:crypto';
+import type { ScoreCache } from '../cache/score-cache.js';
+import type { ModelManager } from '../registry/model-manager.js';
+import type { LoadedModel } from './loaded-model.js';
+import { coerceFeatures } from '../preprocessing/coerce.js';
+import type { FeatureValues } from '../preprocessing/feature-spec.js';
+import { ValidationError, unavailable, type FieldIssue } from '../lib/errors.js';
+
+export interface PredictInstance {
+  userId?: string;
+  sessionId?: string;
+  features: unknown;
+}
+
+export interface Prediction {
+  probability: number;
+  label: boolean;
+  threshold: number;
+  modelVersion: string;
+  cached: boolean;
+  warnings: string[];
+}
+
+/** What is known after scoring one instance; listeners (segments, shadow) run off the request path. */
+export interface ScoredEvent {
+  userId?: string;
+  values: FeatureValues;
+  vector: Float32Array;
+  prediction: Prediction;
+  model: LoadedModel;
+}
+
+export type ModelRouter = (userId: string | undefined) => LoadedModel | null;
+
+/** Request-path orchestration: validate → encode → cache → micro-batched model call. */
+export class Scorer {
+  private listeners: ((e: ScoredEvent) => void)[] = [];
+  router: ModelRouter;
+
+  constructor(
+    private readonly manager: ModelManager,
+    private readonly cache: ScoreCache,
+  ) {
+    this.router = () => manager.active;
+  }
+
+  onScored(listener: (e: ScoredEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private pick(userId: string | undefined): LoadedModel {
+    const model = this.router(userId);
+    if (!model) throw unavailable('no model is loaded');
+    return model;
+  }
+
+  async predictOne(instance: PredictInstance, issuesSoFar: FieldIssue[] = []): Promise<Prediction> {
+    return this.pick(instance.userId).use(async (model) => {
+      const { values, issues } = coerceFeatures(model.spec, instance.features);
+      if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
+      const vector = new Float32Array(model.encoder.width);
+      const oov = model.encoder.encodeInto(values, vector, 0);
+      const key = cacheKey(model.id, vector);
+      let probability = this.cache.getL1(key) ?? (await this.cache.getL2(key));
+      const cached = probability !== undefined;
+      if (probability === undefined) {
+        probability = await model.batcher.score(vector);
+        this.cache.set(key, probability);
+      }
+      const prediction = this.toPrediction(model, probability, cached, oov, values);
+      this.emit({ userId: instance.userId, values, vector, prediction, model });
+      return prediction;
+    });
+  }
+
+  /** Scores many instances with one model call per chunk; every invalid instance is reported. */
+  async predictMany(instances: PredictInstance[], issuesSoFar: FieldIssue[] = []): Promise<{ modelVersion: string; predictions: Prediction[] }> {
+    // One model version per batch request, so every row is comparable.
+    return this.pick(undefined).use(async (model) => {
+      const issues = [...issuesSoFar];
+      const rows: FeatureValues[] = [];
+      instances.forEach((inst, i) => {
+        const r = coerceFeatures(model.spec, inst.features, `instances[${i}].features`);
+        issues.push(...r.issues);
+        rows.push(r.values);
+      });
+      if (issues.length) throw new ValidationError(issues);
+      const w = model.encoder.width;
+      const matrix = new Float32Array(rows.length * w);
+      const oov = rows.map((r, i) => model.encoder.encodeInto(r, matrix, i * w));
+      const keys = rows.map((_, i) => cacheKey(model.id, matrix.subarray(i * w, (i + 1) * w)));
+      const probs: (number | undefined)[] = keys.map((k) => this.cache.getL1(k));
+      const cached = probs.map((p) => p !== undefined);
+      const misses = probs.flatMap((p, i) => (p === undefined ? [i] : []));
+      if (misses.length) {
+        const fromL2 = await this.cache.getManyL2(misses.map((i) => keys[i]));
+        fromL2.forEach((p, j) => {
+          if (p !== undefined) {
+            probs[misses[j]] = p;
+            cached[misses[j]] = true;
+          }
+        });
+      }
+      const toScore = probs.flatMap((p, i) => (p === undefined ? [i] : []));
+      const CHUNK = 4096;
+      for (let start = 0; start < toScore.length; start += CHUNK) {
+        const idx = toScore.slice(start, start + CHUNK);
+        const data = new Float32Array(idx.length * w);
+        idx.forEach((row, j) => data.set(matrix.subarray(row * w, (row + 1) * w), j * w));
+        const out = model.predictSync(data, idx.length);
+        idx.forEach((row, j) => {
+          probs[row] = out[j];
+          this.cache.set(keys[row], out[j]);
+        });
+      }
+      const predictions = rows.map((values, i) => {
+        const prediction = this.toPrediction(model, probs[i]!, cached[i], oov[i], values);
+        this.emit({ userId: instances[i].userId, values, vector: matrix.subarray(i * w, (i + 1) * w), prediction, model });
+        return prediction;
+      });
+      return { modelVersion: model.id, predictions };
+    });
+  }
+
+  private toPrediction(model: LoadedModel, probability: number, cached: boolean, oov: string[] | undefined, values: FeatureValues): Prediction {
+    const threshold = model.spec.threshold;
+    return {
+      probability,
+      label: probability >= threshold,
+      threshold,
+      modelVersion: model.id,
+      cached,
+      warnings: oov ? oov.map((name) => `${name}: unseen category ${JSON.stringify(values[name])} mapped to the out-of-vocabulary bucket`) : [],
+    };
+  }
+
+  private emit(e: ScoredEvent): void {
+    if (this.listeners.length === 0) return;
+    for (const l of this.listeners) l(e);
+  }
+}
+
+export function cacheKey(version: string, vector: Float32Array): string {
+  const h = createHash('sha1').update(new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength)).digest('base64url');
+  return `${version}:${h}`;
+}

@@ -1,0 +1,40 @@
+import { ModelStore } from './model-store.js';
+import { loadLayersModelFromDir } from './keras-topology.js';
+import { LoadedModel } from '../inference/loaded-model.js';
+import { coerceFeatures } from '../preprocessing/coerce.js';
+
+/**
+ * Verifies checksums, loads weights, checks the spec matches the model, and warms up with a
+ * prediction on a typical row — all before the version can be swapped in.
+ */
+export async function loadVersion(
+  store: ModelStore,
+  id: string,
+  batching: { maxBatch: number; maxWaitMs: number },
+): Promise<LoadedModel> {
+  if (!store.has(id)) throw new Error(`version ${id} not found`);
+  store.verify(id);
+  const spec = store.spec(id);
+  const model = await loadLayersModelFromDir(store.dir(id));
+  let loaded: LoadedModel;
+  try {
+    loaded = new LoadedModel(id, spec, model, batching);
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+  const { values } = coerceFeatures(spec, exampleFeatures(spec));
+  const row = new Float32Array(loaded.encoder.width);
+  loaded.encoder.encodeInto(values, row, 0);
+  const [p] = loaded.predictSync(row, 1);
+  if (!Number.isFinite(p) || p < 0 || p > 1) {
+    loaded.retire();
+    throw new Error(`version ${id} warm-up produced ${p}, not a probability`);
+  }
+  return loaded;
+}
+
+/** A typical input (imputation values), also shown as the example body in /v1/schema. */
+export function exampleFeatures(spec: ReturnType<ModelStore['spec']>): Record<string, number | string | boolean> {
+  return Object.fromEntries(spec.features.map((f) => [f.name, f.impute]));
+}

@@ -1,0 +1,52 @@
+import type { Redis } from 'ioredis';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Config } from './config/env.js';
+import { Authenticator } from './http/auth.js';
+import { ScoreCache } from './cache/score-cache.js';
+import { createRedis } from './cache/redis-client.js';
+import { ModelStore } from './registry/model-store.js';
+import { ModelManager } from './registry/model-manager.js';
+import { Scorer } from './inference/scorer.js';
+
+/** The app's long-lived dependencies, built once and decorated onto Fastify as `app.services`. */
+export interface Services {
+  config: Config;
+  backend: string;
+  auth: Authenticator;
+  store: ModelStore;
+  models: ModelManager;
+  cache: ScoreCache;
+  scorer: Scorer;
+  redis?: Redis;
+  close(): Promise<void>;
+}
+
+export async function createServices(config: Config, backend: string, log: FastifyBaseLogger): Promise<Services> {
+  const auth = new Authenticator(config.API_KEYS);
+  const store = new ModelStore(config.MODEL_STORE);
+  store.sweepTemp();
+  const redis = config.REDIS_URL ? createRedis(config.REDIS_URL, log) : undefined;
+  const cache = new ScoreCache(
+    { maxEntries: config.CACHE_MAX_ENTRIES, ttlSeconds: config.CACHE_TTL_SECONDS, redisTimeoutMs: config.REDIS_TIMEOUT_MS },
+    redis,
+  );
+  const models = new ModelManager(store, { maxBatch: config.BATCH_MAX_SIZE, maxWaitMs: config.BATCH_MAX_WAIT_MS }, log);
+  const active = store.resolveActive();
+  if (active) await models.serveActive(active);
+  else log.warn({ store: config.MODEL_STORE }, 'model store has no versions; predictions answer 503 until one is activated');
+  const scorer = new Scorer(models, cache);
+  return {
+    config,
+    backend,
+    auth,
+    store,
+    models,
+    cache,
+    scorer,
+    redis,
+    async close() {
+      await models.close();
+      redis?.disconnect();
+    },
+  };
+}
