@@ -10,6 +10,7 @@ import { OneLineRequestLog } from './http/request-logging.js';
 import { healthRoutes } from './http/routes/health.js';
 import { predictRoutes } from './http/routes/predict.js';
 import { schemaRoutes } from './http/routes/schema.js';
+import { modelRoutes } from './http/routes/models.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -65,6 +66,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(healthRoutes);
   await app.register(schemaRoutes);
   await app.register(predictRoutes);
+  await app.register(modelRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

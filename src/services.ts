@@ -7,6 +7,9 @@ import { createRedis } from './cache/redis-client.js';
 import { ModelStore } from './registry/model-store.js';
 import { ModelManager } from './registry/model-manager.js';
 import { Scorer } from './inference/scorer.js';
+import { FleetState } from './registry/fleet-state.js';
+import { Lifecycle } from './registry/lifecycle.js';
+import { attachShadowScoring } from './inference/shadow.js';
 
 /** The app's long-lived dependencies, built once and decorated onto Fastify as `app.services`. */
 export interface Services {
@@ -17,6 +20,7 @@ export interface Services {
   models: ModelManager;
   cache: ScoreCache;
   scorer: Scorer;
+  lifecycle: Lifecycle;
   redis?: Redis;
   close(): Promise<void>;
 }
@@ -31,10 +35,17 @@ export async function createServices(config: Config, backend: string, log: Fasti
     redis,
   );
   const models = new ModelManager(store, { maxBatch: config.BATCH_MAX_SIZE, maxWaitMs: config.BATCH_MAX_WAIT_MS }, log);
-  const active = store.resolveActive();
-  if (active) await models.serveActive(active);
-  else log.warn({ store: config.MODEL_STORE }, 'model store has no versions; predictions answer 503 until one is activated');
+  const fleet = new FleetState(store, redis, log);
+  const lifecycle = new Lifecycle(store, models, fleet, log);
+  await lifecycle.reconcile();
+  if (!models.active) log.warn({ store: config.MODEL_STORE }, 'model store has no versions; predictions answer 503 until one is activated');
+  // Replicas converge on published changes, on reconnect, and on a slow poll in case a message was missed.
+  await fleet.subscribe(() => void lifecycle.reconcile());
+  const poll = redis ? setInterval(() => void lifecycle.reconcile(), 2000).unref() : undefined;
+
   const scorer = new Scorer(models, cache);
+  scorer.router = (userId) => lifecycle.route(userId);
+  attachShadowScoring(scorer, lifecycle, log);
   return {
     config,
     backend,
@@ -43,8 +54,11 @@ export async function createServices(config: Config, backend: string, log: Fasti
     models,
     cache,
     scorer,
+    lifecycle,
     redis,
     async close() {
+      clearInterval(poll);
+      await fleet.close();
       await models.close();
       redis?.disconnect();
     },

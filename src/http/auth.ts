@@ -3,6 +3,13 @@ import type { FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastif
 import { parseApiKeys, type Scope } from '../config/env.js';
 import { AppError } from '../lib/errors.js';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who made the request, for audit records (key fingerprint or "anonymous"). */
+    actor?: string;
+  }
+}
+
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /**
@@ -19,24 +26,28 @@ export class Authenticator {
     this.keys = apiKeys === undefined ? [] : parseApiKeys(apiKeys).map((k) => ({ digest: digest(k.key), scopes: k.scopes }));
   }
 
-  scopesFor(header: string | undefined): Set<Scope> | null {
+  scopesFor(header: string | undefined): { scopes: Set<Scope>; actor: string } | null {
     const m = header?.match(/^Bearer\s+(\S+)\s*$/i);
     if (!m) return null;
     const presented = digest(m[1]);
     let found: Set<Scope> | null = null;
     for (const k of this.keys) if (timingSafeEqual(presented, k.digest)) found = k.scopes;
-    return found;
+    // The actor recorded in model history: a key fingerprint, never the key itself.
+    return found ? { scopes: found, actor: `key:${presented.toString('hex').slice(0, 8)}` } : null;
   }
 
-  require(scope: Scope): preHandlerHookHandler {
+  /** `read` accepts a key of any scope (and is open without API_KEYS). */
+  require(scope: Scope | 'read'): preHandlerHookHandler {
     return (request: FastifyRequest, _reply: FastifyReply, done) => {
       if (this.open) {
         if (scope === 'admin') return done(new AppError(403, 'forbidden', 'admin routes are disabled: set API_KEYS with an admin key'));
+        request.actor = 'anonymous';
         return done();
       }
-      const scopes = this.scopesFor(request.headers.authorization);
-      if (!scopes) return done(new AppError(401, 'unauthorized', 'missing or invalid API key (Authorization: Bearer <key>)'));
-      if (!scopes.has(scope)) return done(new AppError(403, 'forbidden', `this API key lacks the "${scope}" scope`));
+      const found = this.scopesFor(request.headers.authorization);
+      if (!found) return done(new AppError(401, 'unauthorized', 'missing or invalid API key (Authorization: Bearer <key>)'));
+      if (scope !== 'read' && !found.scopes.has(scope)) return done(new AppError(403, 'forbidden', `this API key lacks the "${scope}" scope`));
+      request.actor = found.actor;
       done();
     };
   }

@@ -17,6 +17,8 @@ export class ModelManager extends EventEmitter {
   private activeModel: LoadedModel | null = null;
   private canaryModel: LoadedModel | null = null;
   private loading = new Map<string, Promise<LoadedModel>>();
+  /** Loaded but not yet served (activation in progress); retired if unused for a minute. */
+  private prepared = new Map<string, { model: LoadedModel; timer: NodeJS.Timeout }>();
 
   constructor(
     readonly store: ModelStore,
@@ -37,22 +39,44 @@ export class ModelManager extends EventEmitter {
   /** Loads (or reuses) a version without serving it; failures leave everything untouched. */
   async prepare(id: string): Promise<LoadedModel> {
     for (const m of [this.activeModel, this.canaryModel]) if (m?.id === id) return m;
+    const ready = this.prepared.get(id);
+    if (ready) return ready.model;
     let p = this.loading.get(id);
     if (!p) {
-      p = loadVersion(this.store, id, this.batching).finally(() => this.loading.delete(id));
+      p = loadVersion(this.store, id, this.batching)
+        .then((model) => {
+          const timer = setTimeout(() => {
+            this.prepared.delete(id);
+            if (model !== this.activeModel && model !== this.canaryModel) model.retire();
+          }, 60_000);
+          timer.unref();
+          this.prepared.set(id, { model, timer });
+          return model;
+        })
+        .finally(() => this.loading.delete(id));
       this.loading.set(id, p);
     }
     return p;
+  }
+
+  private take(id: string, model: LoadedModel): void {
+    const entry = this.prepared.get(id);
+    if (entry?.model === model) {
+      clearTimeout(entry.timer);
+      this.prepared.delete(id);
+    }
   }
 
   /** Makes `id` the active model in this process (no state persisted: see the lifecycle service). */
   async serveActive(id: string): Promise<LoadedModel> {
     if (this.activeModel?.id === id) return this.activeModel;
     const next = await this.prepare(id);
+    this.take(id, next);
     const prev = this.activeModel;
+    if (prev === next) return next;
     this.activeModel = next;
-    if (this.canaryModel?.id === id) this.canaryModel = null;
-    else if (prev && prev !== this.canaryModel) prev.retire();
+    if (this.canaryModel === next) this.canaryModel = null; // promoted
+    if (prev && prev !== this.canaryModel) prev.retire(); // freed once its in-flight requests finish
     this.log.info({ version: id, previous: prev?.id ?? null }, 'active model swapped');
     this.emit('active', id, prev?.id ?? null);
     return next;
@@ -61,12 +85,18 @@ export class ModelManager extends EventEmitter {
   async serveCanary(id: string | null): Promise<void> {
     if ((this.canaryModel?.id ?? null) === id) return;
     const next = id ? await this.prepare(id) : null;
+    if (id && next) this.take(id, next);
     const prev = this.canaryModel;
     this.canaryModel = next;
     if (prev && prev !== this.activeModel) prev.retire();
   }
 
   async close(): Promise<void> {
+    for (const { model, timer } of this.prepared.values()) {
+      clearTimeout(timer);
+      if (model !== this.activeModel && model !== this.canaryModel) model.retire();
+    }
+    this.prepared.clear();
     this.activeModel?.retire();
     this.canaryModel?.retire();
     this.activeModel = null;

@@ -1,0 +1,73 @@
+import type { Redis } from 'ioredis';
+import type { FastifyBaseLogger } from 'fastify';
+import type { ModelStore, StoreState } from './model-store.js';
+
+const STATE_KEY = 'pi:models:state';
+const CHANNEL = 'pi:models:changed';
+const HISTORY_LIMIT = 500;
+
+/**
+ * Where active/canary state lives. Without Redis: the store's state.json. With Redis: a key
+ * shared by all replicas plus a pub/sub channel, mirrored to state.json so a replica that
+ * restarts while Redis is down still serves what it served last.
+ */
+export class FleetState {
+  private subscriber?: Redis;
+
+  constructor(
+    private readonly store: ModelStore,
+    private readonly redis: Redis | undefined,
+    private readonly log: FastifyBaseLogger,
+  ) {}
+
+  async read(): Promise<StoreState> {
+    if (this.redis && this.redis.status === 'ready') {
+      try {
+        const raw = await this.redis.get(STATE_KEY);
+        if (raw) {
+          const state = JSON.parse(raw) as StoreState;
+          this.store.writeState(state);
+          return state;
+        }
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'reading fleet state from redis failed; using local state');
+      }
+    }
+    return this.store.readState();
+  }
+
+  async write(state: StoreState): Promise<void> {
+    state.history = state.history.slice(-HISTORY_LIMIT);
+    this.store.writeState(state);
+    if (this.redis) {
+      if (this.redis.status !== 'ready') throw new Error('redis is unavailable: fleet state cannot be changed now');
+      await this.redis.multi().set(STATE_KEY, JSON.stringify(state)).publish(CHANNEL, String(Date.now())).exec();
+    }
+  }
+
+  /** Seeds Redis from local state if the fleet has none yet. */
+  async seed(): Promise<void> {
+    if (!this.redis || this.redis.status !== 'ready') return;
+    await this.redis.set(STATE_KEY, JSON.stringify(this.store.readState()), 'NX');
+  }
+
+  /** Calls `onChange` on every published change and whenever the subscription (re)connects. */
+  async subscribe(onChange: () => void): Promise<void> {
+    if (!this.redis) return;
+    const sub = this.redis.duplicate();
+    this.subscriber = sub;
+    sub.on('error', () => {}); // the main client already logs outages
+    sub.on('ready', () => {
+      void sub.subscribe(CHANNEL).catch(() => {});
+      // After (re)connecting we may have missed messages: seed if empty, then reconcile.
+      void this.seed()
+        .catch(() => {})
+        .then(onChange);
+    });
+    sub.on('message', () => onChange());
+  }
+
+  async close(): Promise<void> {
+    this.subscriber?.disconnect();
+  }
+}

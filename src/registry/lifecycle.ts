@@ -1,0 +1,173 @@
+import { createHash } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { ModelStore, StoreState } from './model-store.js';
+import type { ModelManager } from './model-manager.js';
+import type { FleetState } from './fleet-state.js';
+import type { LoadedModel } from '../inference/loaded-model.js';
+import { AppError, conflict, notFound } from '../lib/errors.js';
+
+export interface Actor {
+  by: string;
+  reason?: string;
+}
+
+export interface ShadowStats {
+  version: string;
+  n: number;
+  meanAbsDiff: number;
+  labelAgreement: number;
+  incompatible: number;
+}
+
+/**
+ * Model lifecycle: activate, roll back, canary/shadow, promote/abort. Changes are validated by
+ * loading the version here first (checksums, spec, warm-up), then written to the fleet state;
+ * every replica (this one included) applies the state through reconcile().
+ */
+export class Lifecycle {
+  private reconciling: Promise<void> = Promise.resolve();
+  private pendingReconcile = false;
+  private shadow = { version: '', n: 0, absDiff: 0, agree: 0, incompatible: 0 };
+
+  constructor(
+    private readonly store: ModelStore,
+    private readonly models: ModelManager,
+    private readonly fleet: FleetState,
+    private readonly log: FastifyBaseLogger,
+  ) {}
+
+  state(): Promise<StoreState> {
+    return this.fleet.read();
+  }
+
+  async activate(id: string, actor: Actor): Promise<StoreState> {
+    await this.loadOrExplain(id);
+    const state = await this.fleet.read();
+    const previous = state.active;
+    state.active = id;
+    if (state.canary?.version === id) state.canary = null;
+    state.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous, by: actor.by, reason: actor.reason });
+    await this.fleet.write(state);
+    await this.reconcile();
+    return state;
+  }
+
+  /** Re-activates the version that was active before the current one. */
+  async rollback(actor: Actor): Promise<StoreState> {
+    const state = await this.fleet.read();
+    const current = state.active;
+    const previous = [...state.history].reverse().find((h) => h.version === current && (h.action === 'activate' || h.action === 'rollback' || h.action === 'promote'))?.previous;
+    if (!previous) throw conflict('no previous version to roll back to');
+    if (!this.store.has(previous)) throw conflict(`previous version ${previous} no longer exists`);
+    await this.loadOrExplain(previous);
+    state.active = previous;
+    state.history.push({ at: new Date().toISOString(), action: 'rollback', version: previous, previous: current, by: actor.by, reason: actor.reason });
+    await this.fleet.write(state);
+    await this.reconcile();
+    return state;
+  }
+
+  async startCanary(id: string, opts: { percent: number; mode: 'split' | 'shadow' }, actor: Actor): Promise<StoreState> {
+    const state = await this.fleet.read();
+    if (state.active === id) throw conflict(`version ${id} is already active`);
+    await this.loadOrExplain(id);
+    state.canary = { version: id, percent: opts.mode === 'shadow' ? 0 : opts.percent, mode: opts.mode };
+    state.history.push({ at: new Date().toISOString(), action: `canary:${opts.mode}`, version: id, previous: state.active, by: actor.by, reason: actor.reason });
+    this.shadow = { version: id, n: 0, absDiff: 0, agree: 0, incompatible: 0 };
+    await this.fleet.write(state);
+    await this.reconcile();
+    return state;
+  }
+
+  async promoteCanary(actor: Actor): Promise<StoreState> {
+    const state = await this.fleet.read();
+    if (!state.canary) throw conflict('no canary to promote');
+    const id = state.canary.version;
+    const previous = state.active;
+    state.active = id;
+    state.canary = null;
+    state.history.push({ at: new Date().toISOString(), action: 'promote', version: id, previous, by: actor.by, reason: actor.reason });
+    await this.fleet.write(state);
+    await this.reconcile();
+    return state;
+  }
+
+  async abortCanary(actor: Actor): Promise<StoreState> {
+    const state = await this.fleet.read();
+    if (!state.canary) throw conflict('no canary to abort');
+    state.history.push({ at: new Date().toISOString(), action: 'abort', version: state.canary.version, previous: state.active, by: actor.by, reason: actor.reason });
+    state.canary = null;
+    await this.fleet.write(state);
+    await this.reconcile();
+    return state;
+  }
+
+  /** Applies the fleet state to this replica; concurrent calls coalesce. Never throws. */
+  reconcile(): Promise<void> {
+    if (this.pendingReconcile) return this.reconciling;
+    this.pendingReconcile = true;
+    this.reconciling = this.reconciling.then(async () => {
+      this.pendingReconcile = false;
+      try {
+        const state = await this.fleet.read();
+        const active = state.active && this.store.has(state.active) ? state.active : this.store.resolveActive();
+        if (active) await this.models.serveActive(active);
+        const canary = state.canary && this.store.has(state.canary.version) ? state.canary : null;
+        await this.models.serveCanary(canary?.version ?? null);
+        this.canaryConfig = canary;
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'could not apply model state; still serving the current model');
+      }
+    });
+    return this.reconciling;
+  }
+
+  canaryConfig: StoreState['canary'] = null;
+
+  /** Picks the model for a request: sticky per userId (hashed), random without one. */
+  route(userId: string | undefined): LoadedModel | null {
+    const canary = this.models.canary;
+    const cfg = this.canaryConfig;
+    if (canary && cfg && cfg.mode === 'split' && cfg.percent > 0 && canary.id === cfg.version) {
+      const bucket = userId === undefined ? Math.random() * 100 : userBucket(userId);
+      if (bucket < cfg.percent) return canary;
+    }
+    return this.models.active;
+  }
+
+  get shadowing(): LoadedModel | null {
+    const cfg = this.canaryConfig;
+    return cfg?.mode === 'shadow' && this.models.canary?.id === cfg.version ? this.models.canary : null;
+  }
+
+  recordShadow(version: string, activeP: number, activeLabel: boolean, shadowP: number, shadowLabel: boolean): void {
+    if (this.shadow.version !== version) this.shadow = { version, n: 0, absDiff: 0, agree: 0, incompatible: 0 };
+    this.shadow.n++;
+    this.shadow.absDiff += Math.abs(activeP - shadowP);
+    if (activeLabel === shadowLabel) this.shadow.agree++;
+  }
+
+  recordShadowIncompatible(version: string): void {
+    if (this.shadow.version !== version) this.shadow = { version, n: 0, absDiff: 0, agree: 0, incompatible: 0 };
+    this.shadow.incompatible++;
+  }
+
+  shadowStats(version: string): ShadowStats {
+    const s = this.shadow.version === version ? this.shadow : { n: 0, absDiff: 0, agree: 0, incompatible: 0 };
+    return { version, n: s.n, meanAbsDiff: s.n ? s.absDiff / s.n : 0, labelAgreement: s.n ? s.agree / s.n : 0, incompatible: s.incompatible };
+  }
+
+  private async loadOrExplain(id: string): Promise<void> {
+    if (!this.store.has(id)) throw notFound(`version ${id}`);
+    try {
+      await this.models.prepare(id);
+    } catch (err) {
+      throw new AppError(422, 'load_failed', `version ${id} cannot be served: ${(err as Error).message}`);
+    }
+  }
+}
+
+/** Stable 0–100 bucket for a userId (sha256, first 4 bytes). */
+export function userBucket(userId: string): number {
+  return (createHash('sha256').update(userId).digest().readUInt32BE(0) / 0x1_0000_0000) * 100;
+}
