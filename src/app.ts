@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import multipart from '@fastify/multipart';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Config } from './config/env.js';
 import { initBackend } from './inference/backend.js';
@@ -11,6 +12,7 @@ import { healthRoutes } from './http/routes/health.js';
 import { predictRoutes } from './http/routes/predict.js';
 import { schemaRoutes } from './http/routes/schema.js';
 import { modelRoutes } from './http/routes/models.js';
+import { modelImportRoutes } from './http/routes/models-import.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -52,6 +54,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     transform: jsonSchemaTransform,
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  // Multipart uploads (model import); per-file and total size capped by UPLOAD_LIMIT_BYTES.
+  await app.register(multipart, { limits: { fileSize: config.UPLOAD_LIMIT_BYTES, fieldSize: config.UPLOAD_LIMIT_BYTES } });
 
   const backend = await initBackend(config.TF_BACKEND);
   const services = await createServices(config, backend, app.log);
@@ -67,6 +71,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(schemaRoutes);
   await app.register(predictRoutes);
   await app.register(modelRoutes);
+  await app.register(modelImportRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

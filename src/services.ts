@@ -8,6 +8,7 @@ import { ModelStore } from './registry/model-store.js';
 import { ModelManager } from './registry/model-manager.js';
 import { Scorer } from './inference/scorer.js';
 import { FleetState } from './registry/fleet-state.js';
+import { scanStore } from './registry/import-version.js';
 import { Lifecycle } from './registry/lifecycle.js';
 import { attachShadowScoring } from './inference/shadow.js';
 
@@ -35,6 +36,10 @@ export async function createServices(config: Config, backend: string, log: Fasti
     redis,
   );
   const models = new ModelManager(store, { maxBatch: config.BATCH_MAX_SIZE, maxWaitMs: config.BATCH_MAX_WAIT_MS }, log);
+  // Versions copied into the store by hand are registered (validated, checksummed) at startup.
+  const scan = await scanStore(store);
+  if (scan.added.length) log.info({ added: scan.added }, 'registered versions found in the store');
+  for (const bad of scan.invalid) log.warn({ version: bad.id, reason: bad.reason }, 'ignoring invalid version directory');
   const fleet = new FleetState(store, redis, log);
   const lifecycle = new Lifecycle(store, models, fleet, log);
   await lifecycle.reconcile();

@@ -35,5 +35,15 @@ export const Prediction = z
     modelVersion: z.string(),
     cached: z.boolean(),
     warnings: z.array(z.string()),
+    persona: z.object({ id: z.number(), label: z.string() }).nullable().describe('Nearest learned persona of the serving version'),
+    explanation: z
+      .object({
+        baselineProbability: z.number(),
+        logitDelta: z.number().describe('logit(p) − logit(p at the training-mean baseline)'),
+        method: z.string(),
+        contributions: z.array(z.object({ feature: z.string(), value: z.union([z.number(), z.string(), z.boolean(), z.null()]), contribution: z.number(), text: z.string() })),
+      })
+      .optional()
+      .describe('Present with ?explain=true'),
   })
   .meta({ id: 'Prediction' });

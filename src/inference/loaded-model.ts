@@ -2,6 +2,7 @@ import { tf } from './backend.js';
 import { MicroBatcher } from './micro-batcher.js';
 import { Encoder } from '../preprocessing/transform.js';
 import type { FeatureSpec } from '../preprocessing/feature-spec.js';
+import { assignPersona, type Personas } from '../segments/personas.js';
 
 /**
  * One model version in memory: weights, its feature spec and encoder, and its own micro-batcher
@@ -20,6 +21,8 @@ export class LoadedModel {
     readonly spec: FeatureSpec,
     private readonly model: tf.LayersModel,
     batching: { maxBatch: number; maxWaitMs: number },
+    /** Learned personas stored with the version (absent for imported models). */
+    readonly personas: Personas | null = null,
   ) {
     this.encoder = new Encoder(spec);
     const outShape = model.outputs[0]?.shape;
@@ -39,6 +42,13 @@ export class LoadedModel {
       const out = this.model.predictOnBatch(tf.tensor2d(data, [rows, this.encoder.width])) as tf.Tensor;
       return out.dataSync() as Float32Array;
     });
+  }
+
+  /** Nearest persona for an encoded row, or null when the version has none. */
+  personaOf(row: Float32Array): { id: number; label: string } | null {
+    if (!this.personas) return null;
+    const id = assignPersona(this.personas.centroids, row);
+    return { id, label: this.personas.personas[id]?.label ?? `persona ${id + 1}` };
   }
 
   /** Runs `fn` with the model pinned; retire() waits for pinned work before freeing tensors. */

@@ -5,6 +5,7 @@ import type { LoadedModel } from './loaded-model.js';
 import { coerceFeatures } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { ValidationError, unavailable, type FieldIssue } from '../lib/errors.js';
+import { explain, type Explanation } from './explain.js';
 
 export interface PredictInstance {
   userId?: string;
@@ -19,6 +20,8 @@ export interface Prediction {
   modelVersion: string;
   cached: boolean;
   warnings: string[];
+  persona: { id: number; label: string } | null;
+  explanation?: Explanation;
 }
 
 /** What is known after scoring one instance; listeners (segments, shadow) run off the request path. */
@@ -28,6 +31,7 @@ export interface ScoredEvent {
   vector: Float32Array;
   prediction: Prediction;
   model: LoadedModel;
+  cacheKey: string;
 }
 
 export type ModelRouter = (userId: string | undefined) => LoadedModel | null;
@@ -54,7 +58,7 @@ export class Scorer {
     return model;
   }
 
-  async predictOne(instance: PredictInstance, issuesSoFar: FieldIssue[] = []): Promise<Prediction> {
+  async predictOne(instance: PredictInstance, issuesSoFar: FieldIssue[] = [], opts: { explain?: boolean } = {}): Promise<Prediction> {
     return this.pick(instance.userId).use(async (model) => {
       const { values, issues } = coerceFeatures(model.spec, instance.features);
       if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
@@ -67,8 +71,9 @@ export class Scorer {
         probability = await model.batcher.score(vector);
         this.cache.set(key, probability);
       }
-      const prediction = this.toPrediction(model, probability, cached, oov, values);
-      this.emit({ userId: instance.userId, values, vector, prediction, model });
+      const prediction = this.toPrediction(model, probability, cached, oov, values, vector);
+      this.emit({ userId: instance.userId, values, vector, prediction, model, cacheKey: key });
+      if (opts.explain) prediction.explanation = explain(model, values, vector);
       return prediction;
     });
   }
@@ -114,15 +119,16 @@ export class Scorer {
         });
       }
       const predictions = rows.map((values, i) => {
-        const prediction = this.toPrediction(model, probs[i]!, cached[i], oov[i], values);
-        this.emit({ userId: instances[i].userId, values, vector: matrix.subarray(i * w, (i + 1) * w), prediction, model });
+        const vector = matrix.subarray(i * w, (i + 1) * w);
+        const prediction = this.toPrediction(model, probs[i]!, cached[i], oov[i], values, vector);
+        this.emit({ userId: instances[i].userId, values, vector, prediction, model, cacheKey: keys[i] });
         return prediction;
       });
       return { modelVersion: model.id, predictions };
     });
   }
 
-  private toPrediction(model: LoadedModel, probability: number, cached: boolean, oov: string[] | undefined, values: FeatureValues): Prediction {
+  private toPrediction(model: LoadedModel, probability: number, cached: boolean, oov: string[] | undefined, values: FeatureValues, vector: Float32Array): Prediction {
     const threshold = model.spec.threshold;
     return {
       probability,
@@ -131,6 +137,7 @@ export class Scorer {
       modelVersion: model.id,
       cached,
       warnings: oov ? oov.map((name) => `${name}: unseen category ${JSON.stringify(values[name])} mapped to the out-of-vocabulary bucket`) : [],
+      persona: model.personaOf(vector),
     };
   }
 

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ModelStore, StoreState } from './model-store.js';
+import { unavailable } from '../lib/errors.js';
 
 const STATE_KEY = 'pi:models:state';
 const CHANNEL = 'pi:models:changed';
@@ -36,13 +37,25 @@ export class FleetState {
     return this.store.readState();
   }
 
+  /**
+   * With Redis, Redis is written first and the local mirror only once that succeeded: a change
+   * refused during an outage must not reach state.json, or replicas (which read the mirror while
+   * Redis is down, and may share the store volume) would apply it anyway.
+   */
   async write(state: StoreState): Promise<void> {
     state.history = state.history.slice(-HISTORY_LIMIT);
-    this.store.writeState(state);
     if (this.redis) {
-      if (this.redis.status !== 'ready') throw new Error('redis is unavailable: fleet state cannot be changed now');
-      await this.redis.multi().set(STATE_KEY, JSON.stringify(state)).publish(CHANNEL, String(Date.now())).exec();
+      const refused = () => unavailable('redis is unavailable: fleet state cannot be changed now');
+      if (this.redis.status !== 'ready') throw refused();
+      try {
+        const results = await this.redis.multi().set(STATE_KEY, JSON.stringify(state)).publish(CHANNEL, String(Date.now())).exec();
+        if (!results || results.some(([err]) => err)) throw new Error('transaction failed');
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'writing fleet state to redis failed');
+        throw refused();
+      }
     }
+    this.store.writeState(state);
   }
 
   /** Seeds Redis from local state if the fleet has none yet. */

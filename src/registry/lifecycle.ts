@@ -56,11 +56,15 @@ export class Lifecycle {
   async rollback(actor: Actor): Promise<StoreState> {
     const state = await this.fleet.read();
     const current = state.active;
-    const previous = [...state.history].reverse().find((h) => h.version === current && (h.action === 'activate' || h.action === 'rollback' || h.action === 'promote'))?.previous;
+    // Re-activating the active version records previous === current: skip such entries.
+    const previous = [...state.history]
+      .reverse()
+      .find((h) => h.version === current && h.previous !== current && (h.action === 'activate' || h.action === 'rollback' || h.action === 'promote'))?.previous;
     if (!previous) throw conflict('no previous version to roll back to');
     if (!this.store.has(previous)) throw conflict(`previous version ${previous} no longer exists`);
     await this.loadOrExplain(previous);
     state.active = previous;
+    if (state.canary?.version === previous) state.canary = null;
     state.history.push({ at: new Date().toISOString(), action: 'rollback', version: previous, previous: current, by: actor.by, reason: actor.reason });
     await this.fleet.write(state);
     await this.reconcile();

@@ -2,6 +2,9 @@ import { ModelStore } from './model-store.js';
 import { loadLayersModelFromDir } from './keras-topology.js';
 import { LoadedModel } from '../inference/loaded-model.js';
 import { coerceFeatures } from '../preprocessing/coerce.js';
+import { PersonasSchema, type Personas } from '../segments/personas.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 /**
  * Verifies checksums, loads weights, checks the spec matches the model, and warms up with a
@@ -15,10 +18,16 @@ export async function loadVersion(
   if (!store.has(id)) throw new Error(`version ${id} not found`);
   store.verify(id);
   const spec = store.spec(id);
+  const personasPath = join(store.dir(id), 'personas.json');
+  let personas: Personas | null = null;
+  if (existsSync(personasPath)) {
+    personas = PersonasSchema.parse(store.readJson(id, 'personas.json'));
+  }
   const model = await loadLayersModelFromDir(store.dir(id));
   let loaded: LoadedModel;
   try {
-    loaded = new LoadedModel(id, spec, model, batching);
+    if (personas && personas.centroids.some((c) => c.length !== model.inputs[0].shape[1])) throw new Error('personas.json centroids do not match the model input width');
+    loaded = new LoadedModel(id, spec, model, batching, personas);
   } catch (err) {
     model.dispose();
     throw err;

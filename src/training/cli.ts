@@ -9,7 +9,8 @@ import { formatMetricsTable } from './report.js';
 
 const USAGE = `usage: npm run train -- --data <csv> --label <column> --positive <value>
        [--categorical a,b,c] [--exclude id,other] [--out <model-store>] [--id <version-id>]
-       [--seed N] [--epochs N] [--activate]`;
+       [--seed N] [--epochs N] [--personas K] [--activate] [--replace]
+  --personas K fixes the number of learned personas (default: best silhouette for k in 3..6)`;
 
 async function main() {
   const { values } = parseArgs({
@@ -24,6 +25,8 @@ async function main() {
       seed: { type: 'string', default: '42' },
       epochs: { type: 'string' },
       activate: { type: 'boolean', default: false },
+      personas: { type: 'string' },
+      replace: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -34,6 +37,8 @@ async function main() {
   if (!Number.isInteger(seed)) throw new UsageError('--seed must be an integer');
   const epochs = values.epochs === undefined ? undefined : Number(values.epochs);
   if (epochs !== undefined && !(Number.isInteger(epochs) && epochs > 0)) throw new UsageError('--epochs must be a positive integer');
+  const personas = values.personas === undefined ? undefined : Number(values.personas);
+  if (personas !== undefined && !(Number.isInteger(personas) && personas >= 2 && personas <= 20)) throw new UsageError('--personas must be an integer 2..20');
   const list = (s?: string) => (s ? s.split(',').map((x) => x.trim()).filter(Boolean) : []);
 
   const backend = await initBackend((process.env.TF_BACKEND as BackendPreference) ?? 'auto');
@@ -64,12 +69,16 @@ async function main() {
       `blank cells imputed: ${Object.entries(c.blankCells).map(([k, n]) => `${k}=${n}`).join(', ') || 'none'}`,
   );
   const store = new ModelStore(resolve(values.out!));
-  const id = await saveTrainedVersion(store, result, { id: values.id, dataset: basename(values.data!), categorical });
+  // --replace rebuilds a version in place (used to regenerate the bundled default model).
+  if (values.replace && values.id && store.has(values.id)) store.deleteVersion(values.id);
+  const id = await saveTrainedVersion(store, result, { id: values.id, dataset: basename(values.data!), categorical, personas });
   if (values.activate) {
     const state = store.readState();
-    state.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous: state.active, by: 'cli', reason: 'trained with --activate' });
-    state.active = id;
-    store.writeState(state);
+    if (state.active !== id) {
+      state.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous: state.active, by: 'cli', reason: 'trained with --activate' });
+      state.active = id;
+      store.writeState(state);
+    }
   }
   console.log(formatMetricsTable(result.metrics.test, 'test split'));
   console.log(`version ${id} written to ${store.dir(id)}${values.activate ? ' (active)' : ''}`);

@@ -15,6 +15,8 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
       schema: {
         tags: ['predict'],
         summary: 'Purchase probability for one session',
+        description: 'With ?explain=true the answer adds per-feature contributions (integrated gradients against the training-mean input).',
+        querystring: z.object({ explain: z.enum(['true', 'false']).optional() }),
         body: PredictRequest,
         response: { 200: Prediction, ...errorResponses },
       },
@@ -22,7 +24,8 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
     async (request) => {
       const issues = schemaIssues(request.validationError);
       const body = request.body as Partial<z.infer<typeof PredictRequest>> | undefined;
-      return scorer.predictOne({ userId: body?.userId, sessionId: body?.sessionId, features: body?.features }, issues);
+      const explain = (request.query as { explain?: string } | undefined)?.explain === 'true';
+      return scorer.predictOne({ userId: body?.userId, sessionId: body?.sessionId, features: body?.features }, issues, { explain });
     },
   );
 

@@ -1,0 +1,33 @@
+import type { Phase } from '../lib/context.js';
+import { fmt, loadTable } from '../lib/load.js';
+
+const ROWS = Number(process.env.BENCH_BATCH_ROWS || 1000);
+const CONNECTIONS = Number(process.env.BENCH_BATCH_CONNECTIONS || 8);
+
+/**
+ * POST /v1/predict/batch with 1000-row bodies. Every request carries rows no earlier request had
+ * (see ShopperBodies), so the cache never answers and the model scores every row.
+ */
+export const batchPhase: Phase = {
+  name: 'batch',
+  description: `batch predict, ${ROWS}-row bodies, ${CONNECTIONS} connections`,
+  async run(ctx) {
+    const service = await ctx.startService('service');
+    const sample = ctx.bodies.nextBatch(ROWS);
+    ctx.log(`service pid ${service.pid} backend ${String(service.info.backend)}; body ≈ ${fmt.n(sample.length / 1024)} KiB, ${CONNECTIONS} connections`);
+    const r = await ctx.load({
+      label: `service batch x${ROWS}`,
+      url: service.url,
+      path: '/v1/predict/batch',
+      connections: CONNECTIONS,
+      timeoutSec: 30,
+      body: () => ctx.bodies.nextBatch(ROWS),
+    });
+    const rowsPerSec = r.reqPerSec * ROWS;
+    ctx.log(loadTable([r]));
+    ctx.log(`rows/s: ${fmt.n(rowsPerSec)} (req/s ${fmt.n(r.reqPerSec, 1)} × ${ROWS}); p99 ${fmt.ms(r.p99)} ms`);
+    ctx.check('rows/s', '>= 150,000', fmt.n(rowsPerSec), rowsPerSec >= 150_000);
+    ctx.check('failed requests', '0', `${r.non2xx + r.errors}`, r.non2xx + r.errors === 0);
+    await service.stop();
+  },
+};

@@ -1,0 +1,11 @@
+import type { Phase } from '../lib/context.js';
+import { predictPhase } from './predict.js';
+import { redisPhase } from './redis.js';
+import { batchPhase } from './batch.js';
+import { faultPhase } from './fault.js';
+
+/**
+ * Every bench phase, in default run order. To add one (retrain, swap, …): write
+ * bench/phases/<name>.ts exporting a Phase and append it here; `--only <name>` then selects it.
+ */
+export const phases: Phase[] = [predictPhase, redisPhase, batchPhase, faultPhase];

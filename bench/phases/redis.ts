@@ -1,0 +1,22 @@
+import { TestRedis } from '../../test/helpers/redis-server.js';
+import type { Phase } from '../lib/context.js';
+import { compareWithBare } from '../lib/compare.js';
+import { fmt } from '../lib/load.js';
+
+/** POST /v1/predict with Redis as the L2 cache, against the bare Fastify baseline. */
+export const redisPhase: Phase = {
+  name: 'redis',
+  description: 'single-row predict vs bare Fastify, Redis as L2',
+  async run(ctx) {
+    const redis = await TestRedis.start();
+    ctx.defer(() => redis.close());
+    const service = await ctx.startService('service+redis', { REDIS_URL: redis.url });
+    ctx.log(`service pid ${service.pid} backend ${String(service.info.backend)}, redis ${redis.url}`);
+    const c = await compareWithBare(ctx, service, 'service (L1 + Redis L2)');
+    ctx.check('service/bare req/s', '>= 0.70', fmt.ratio(c.ratio), c.ratio >= 0.7);
+    ctx.check('p99 latency', '<= 5 ms', `${fmt.ms(c.service.p99)} ms`, c.service.p99 <= 5);
+    ctx.check('failed requests', '0', `${c.service.non2xx + c.service.errors}`, c.service.non2xx + c.service.errors === 0);
+    await service.stop();
+    await redis.close();
+  },
+};

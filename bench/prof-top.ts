@@ -1,0 +1,62 @@
+/**
+ * Summarizes V8 .cpuprofile files (node --cpu-prof): top functions by self time, and by inclusive
+ * time, with file:line. Usage:
+ *   BENCH_SERVICE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" npm run bench -- --only predict
+ *   npx tsx bench/prof-top.ts /tmp/prof/<file>.cpuprofile [--top 30] [--filter src/] [--last 12]
+ * --last N keeps only the final N seconds of samples (the service's own load run comes last in
+ * the predict phase, after the bare baseline during which the service is idle).
+ */
+import { readFileSync } from 'node:fs';
+
+interface CallFrame { functionName: string; url: string; lineNumber: number }
+interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
+interface Profile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
+
+const args = process.argv.slice(2);
+const files = args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
+const top = Number(args[args.indexOf('--top') + 1] ?? 30) || 30;
+const filter = args.includes('--filter') ? args[args.indexOf('--filter') + 1] : undefined;
+const lastSec = args.includes('--last') ? Number(args[args.indexOf('--last') + 1]) : Infinity;
+
+for (const file of files) {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const selfUs = new Map<number, number>();
+  const times: number[] = [];
+  let t = p.startTime;
+  for (const d of p.timeDeltas) times.push((t += d));
+  const from = p.endTime - lastSec * 1e6;
+  p.samples.forEach((id, i) => {
+    if (times[i] >= from) selfUs.set(id, (selfUs.get(id) ?? 0) + (p.timeDeltas[i] ?? 0));
+  });
+  const total = [...selfUs.values()].reduce((a, b) => a + b, 0);
+
+  const key = (f: CallFrame) => {
+    const url = f.url.replace(/^file:\/\//, '').replace(process.cwd() + '/', '');
+    return `${f.functionName || '(anonymous)'}  ${url}${url ? `:${f.lineNumber + 1}` : ''}`;
+  };
+  const self = new Map<string, number>();
+  const incl = new Map<string, number>();
+  for (const [id, us] of selfUs) {
+    const k = key(byId.get(id)!.callFrame);
+    self.set(k, (self.get(k) ?? 0) + us);
+    // Inclusive: credit each distinct function on the stack once.
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const kk = key(byId.get(cur)!.callFrame);
+      if (seen.has(kk)) continue;
+      seen.add(kk);
+      incl.set(kk, (incl.get(kk) ?? 0) + us);
+    }
+  }
+  const show = (title: string, m: Map<string, number>) => {
+    console.log(`\n${title}`);
+    const rows = [...m.entries()].filter(([k]) => !filter || k.includes(filter)).sort((a, b) => b[1] - a[1]).slice(0, top);
+    for (const [k, us] of rows) console.log(`${((100 * us) / total).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(7)} ms  ${k}`);
+  };
+  console.log(`${file}: ${(total / 1e6).toFixed(2)} s sampled`);
+  show('self time', self);
+  show('inclusive time', incl);
+}

@@ -1,0 +1,52 @@
+/**
+ * Bench child: the real service (buildApp + listen) in its own process, so the load generator
+ * and the server never share an event loop. Reads the same environment variables as production
+ * (PORT=0 picks a free port). Prints one `BENCH_READY {json}` line on stdout once listening.
+ *
+ * Adds one bench-only route, GET /__bench/stats, with counters the bench uses to verify that the
+ * cache-miss path was exercised (rows the model scored, L1 size, L2 hits/errors).
+ */
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config/env.js';
+
+const config = loadConfig(process.env);
+const app = await buildApp(config);
+
+app.get('/__bench/stats', { schema: { hide: true } }, async () => {
+  const { models, cache } = app.services;
+  const m = models.active;
+  return {
+    modelVersion: m?.id ?? null,
+    batches: m?.batcher.batches ?? 0,
+    rowsScored: m?.batcher.rowsScored ?? 0,
+    l1Size: cache.size,
+    l2Hits: cache.l2Hits,
+    l2Errors: cache.l2Errors,
+    backend: app.services.backend,
+  };
+});
+
+await app.listen({ port: config.PORT, host: config.HOST });
+const address = app.server.address();
+const port = typeof address === 'object' && address ? address.port : config.PORT;
+process.stdout.write(`BENCH_READY ${JSON.stringify({ port, backend: app.services.backend, pid: process.pid })}\n`);
+
+let closing = false;
+async function shutdown(): Promise<void> {
+  if (closing) return;
+  closing = true;
+  const force = setTimeout(() => process.exit(1), 5000);
+  force.unref();
+  try {
+    await app.close();
+  } finally {
+    // A normal exit (not a signal death) so --cpu-prof / --heap-prof files get written.
+    process.exit(0);
+  }
+}
+process.on('SIGTERM', () => void shutdown());
+process.on('SIGINT', () => void shutdown());
+// The parent holds our stdin: if it dies without cleaning up, the pipe closes and we exit too.
+process.stdin.on('end', () => void shutdown());
+process.stdin.on('error', () => void shutdown());
+process.stdin.resume();

@@ -1,0 +1,82 @@
+import type { FeatureValues } from '../preprocessing/feature-spec.js';
+import type { Bands, RuleSegment } from './definitions.js';
+
+/** What one scored user contributes to segments (written off the request path). */
+export interface MembershipRecord {
+  userId: string;
+  probability: number;
+  version: string;
+  persona: number | null;
+  segments: string[];
+  at: number;
+  /** Raw feature values, kept for profiles and re-scoring unless FEATURE_RETENTION=off. */
+  features?: FeatureValues;
+  /** Score-cache key of this user's last input, so erasure can remove it. */
+  cacheKey?: string;
+}
+
+export type UserRecord = Omit<MembershipRecord, 'cacheKey'>;
+
+export interface Member {
+  userId: string;
+  score: number;
+}
+
+export interface PageQuery {
+  limit: number;
+  cursor?: string;
+  minScore?: number;
+}
+
+export interface ErasureReport {
+  segments: string[];
+  userRecord: boolean;
+  features: boolean;
+  cacheEntries: number;
+}
+
+/**
+ * Segment memberships, user records and segment definitions. Two implementations with the same
+ * behaviour: Redis (shared by replicas, durable as Redis is) and in-process memory (single
+ * process, lost on restart).
+ */
+export interface MembershipStore {
+  readonly kind: 'redis' | 'memory';
+  record(batch: MembershipRecord[], segmentIds: string[]): Promise<void>;
+  page(segmentId: string, q: PageQuery): Promise<{ members: Member[]; nextCursor: string | null }>;
+  size(segmentId: string): Promise<number>;
+  scoredUsers(): Promise<number>;
+  updated(segmentId: string): Promise<number | null>;
+  user(userId: string): Promise<UserRecord | null>;
+  /** Removes the user everywhere; returns what was removed and the cache keys to drop. */
+  erase(userId: string): Promise<ErasureReport & { cacheKeys: string[] }>;
+  /** Up to n random users of a segment (or of all scored users when segmentId is null). */
+  sample(segmentId: string | null, n: number): Promise<UserRecord[]>;
+  /** Drops users not seen since cutoff (ms epoch); returns how many. */
+  expire(cutoffMs: number, segmentIds: string[]): Promise<number>;
+  /** All users with kept features, in chunks (re-scoring after an activation). */
+  users(chunk: number): AsyncGenerator<UserRecord[]>;
+  getBands(): Promise<Bands | null>;
+  setBands(b: Bands): Promise<void>;
+  rules(): Promise<RuleSegment[]>;
+  putRule(r: RuleSegment): Promise<void>;
+  deleteRule(id: string): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export const encodeCursor = (m: Member) => Buffer.from(JSON.stringify([m.score, m.userId])).toString('base64url');
+
+export function decodeCursor(cursor: string): Member | null {
+  try {
+    const [score, userId] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [unknown, unknown];
+    if (typeof score !== 'number' || typeof userId !== 'string') return null;
+    return { score, userId };
+  } catch {
+    return null;
+  }
+}
+
+/** Ordering of member lists: score descending, then userId descending (as Redis REV orders ties). */
+export function comesAfter(m: Member, cursor: Member): boolean {
+  return m.score < cursor.score || (m.score === cursor.score && m.userId < cursor.userId);
+}

@@ -1,0 +1,216 @@
+import type { Redis } from 'ioredis';
+import type { Bands, RuleSegment } from './definitions.js';
+import {
+  comesAfter,
+  decodeCursor,
+  encodeCursor,
+  type ErasureReport,
+  type Member,
+  type MembershipRecord,
+  type MembershipStore,
+  type PageQuery,
+  type UserRecord,
+} from './membership-store.js';
+
+const K = {
+  seg: (id: string) => `pi:seg:${id}`,
+  user: (id: string) => `pi:user:${id}`,
+  seen: 'pi:seen',
+  updated: 'pi:seg-updated',
+  bands: 'pi:seg-bands',
+  rules: 'pi:seg-rules',
+};
+
+/**
+ * Redis layout: a sorted set per segment (member userId, score = probability), a hash per user
+ * (latest score, version, persona, segments, features), and `pi:seen` (userId → last seen ms)
+ * for expiry and re-scoring.
+ */
+export class RedisMembershipStore implements MembershipStore {
+  readonly kind = 'redis' as const;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
+    if (batch.length === 0) return;
+    const p = this.redis.pipeline();
+    const now = Date.now();
+    const touched = new Set<string>();
+    for (const r of batch) {
+      const fields: Record<string, string> = {
+        p: String(r.probability),
+        v: r.version,
+        t: String(r.at),
+        persona: r.persona === null ? '' : String(r.persona),
+        segs: JSON.stringify(r.segments),
+      };
+      if (r.features) fields.f = JSON.stringify(r.features);
+      if (r.cacheKey) fields.ck = r.cacheKey;
+      p.del(K.user(r.userId)); // a record replaces the last one (drops features when retention is off)
+      p.hset(K.user(r.userId), fields);
+      p.expire(K.user(r.userId), this.ttlSeconds);
+      p.zadd(K.seen, r.at, r.userId);
+      const member = new Set(r.segments);
+      for (const id of segmentIds) {
+        if (member.has(id)) {
+          p.zadd(K.seg(id), r.probability, r.userId);
+          touched.add(id);
+        } else p.zrem(K.seg(id), r.userId); // a user whose score moved leaves the old band
+      }
+    }
+    for (const id of touched) p.hset(K.updated, id, String(now));
+    await p.exec();
+  }
+
+  async page(segmentId: string, q: PageQuery) {
+    const key = K.seg(segmentId);
+    const min = q.minScore === undefined ? '-inf' : String(q.minScore);
+    const cursor = q.cursor ? decodeCursor(q.cursor) : null;
+    const max = cursor ? String(cursor.score) : '+inf';
+    // Ties at the cursor's score are skipped by comparing userIds; widen the window until a page fills.
+    let window = q.limit + 1 + (cursor ? 32 : 0);
+    for (;;) {
+      const raw = await this.redis.zrange(key, max, min, 'BYSCORE', 'REV', 'LIMIT', 0, window, 'WITHSCORES');
+      const all: Member[] = [];
+      for (let i = 0; i < raw.length; i += 2) all.push({ userId: raw[i], score: Number(raw[i + 1]) });
+      const after = cursor ? all.filter((m) => comesAfter(m, cursor)) : all;
+      const exhausted = all.length < window;
+      if (after.length > q.limit || exhausted) {
+        const members = after.slice(0, q.limit);
+        const more = after.length > q.limit;
+        return { members, nextCursor: more ? encodeCursor(members[members.length - 1]) : null };
+      }
+      window *= 4;
+    }
+  }
+
+  size(segmentId: string) {
+    return this.redis.zcard(K.seg(segmentId));
+  }
+
+  scoredUsers() {
+    return this.redis.zcard(K.seen);
+  }
+
+  async updated(segmentId: string) {
+    const v = await this.redis.hget(K.updated, segmentId);
+    return v === null ? null : Number(v);
+  }
+
+  async user(userId: string): Promise<UserRecord | null> {
+    const h = await this.redis.hgetall(K.user(userId));
+    return h.p === undefined ? null : toUser(userId, h);
+  }
+
+  async erase(userId: string): Promise<ErasureReport & { cacheKeys: string[] }> {
+    const h = await this.redis.hgetall(K.user(userId));
+    // Remove from every segment set that exists, not only the ones the record names.
+    const segKeys: string[] = [];
+    let cur = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cur, 'MATCH', 'pi:seg:*', 'COUNT', 1000);
+      cur = next;
+      segKeys.push(...keys);
+    } while (cur !== '0');
+    const p = this.redis.pipeline();
+    for (const k of segKeys) p.zrem(k, userId);
+    p.del(K.user(userId));
+    p.zrem(K.seen, userId);
+    const res = (await p.exec()) ?? [];
+    const segments = segKeys.filter((_, i) => Number(res[i]?.[1]) > 0).map((k) => k.slice('pi:seg:'.length));
+    return {
+      segments,
+      userRecord: h.p !== undefined,
+      features: h.f !== undefined,
+      cacheEntries: 0,
+      cacheKeys: h.ck ? [h.ck] : [],
+    };
+  }
+
+  async sample(segmentId: string | null, n: number): Promise<UserRecord[]> {
+    const ids = (await this.redis.zrandmember(segmentId ? K.seg(segmentId) : K.seen, n)) as string[] | null;
+    return this.fetchUsers(ids ?? []);
+  }
+
+  async expire(cutoffMs: number, segmentIds: string[]): Promise<number> {
+    let removed = 0;
+    for (;;) {
+      const ids = await this.redis.zrangebyscore(K.seen, '-inf', `(${cutoffMs}`, 'LIMIT', 0, 1000);
+      if (ids.length === 0) return removed;
+      const p = this.redis.pipeline();
+      for (const id of ids) {
+        for (const s of segmentIds) p.zrem(K.seg(s), id);
+        p.del(K.user(id));
+        p.zrem(K.seen, id);
+      }
+      await p.exec();
+      removed += ids.length;
+    }
+  }
+
+  async *users(chunk: number): AsyncGenerator<UserRecord[]> {
+    let cur = '0';
+    do {
+      const [next, flat] = await this.redis.zscan(K.seen, cur, 'COUNT', chunk);
+      cur = next;
+      const ids = flat.filter((_, i) => i % 2 === 0);
+      const users = await this.fetchUsers(ids);
+      if (users.length) yield users;
+    } while (cur !== '0');
+  }
+
+  async getBands(): Promise<Bands | null> {
+    const v = await this.redis.get(K.bands);
+    return v ? (JSON.parse(v) as Bands) : null;
+  }
+
+  async setBands(b: Bands): Promise<void> {
+    await this.redis.set(K.bands, JSON.stringify(b));
+  }
+
+  async rules(): Promise<RuleSegment[]> {
+    const all = await this.redis.hvals(K.rules);
+    return all.map((v) => JSON.parse(v) as RuleSegment).sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  async putRule(r: RuleSegment): Promise<void> {
+    await this.redis.hset(K.rules, r.id, JSON.stringify(r));
+  }
+
+  async deleteRule(id: string): Promise<boolean> {
+    const n = await this.redis.hdel(K.rules, id);
+    await this.redis.del(K.seg(id));
+    await this.redis.hdel(K.updated, id);
+    return n > 0;
+  }
+
+  async close(): Promise<void> {}
+
+  private async fetchUsers(ids: string[]): Promise<UserRecord[]> {
+    if (ids.length === 0) return [];
+    const p = this.redis.pipeline();
+    for (const id of ids) p.hgetall(K.user(id));
+    const res = (await p.exec()) ?? [];
+    const out: UserRecord[] = [];
+    res.forEach(([err, h], i) => {
+      const hash = h as Record<string, string>;
+      if (!err && hash && hash.p !== undefined) out.push(toUser(ids[i], hash));
+    });
+    return out;
+  }
+}
+
+function toUser(userId: string, h: Record<string, string>): UserRecord {
+  return {
+    userId,
+    probability: Number(h.p),
+    version: h.v,
+    at: Number(h.t),
+    persona: h.persona === '' || h.persona === undefined ? null : Number(h.persona),
+    segments: JSON.parse(h.segs ?? '[]') as string[],
+    ...(h.f ? { features: JSON.parse(h.f) } : {}),
+  };
+}

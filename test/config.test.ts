@@ -1,0 +1,105 @@
+import { spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseApiKeys } from '../src/config/env.js';
+
+function rejects(env: Record<string, string>, variable: string): ConfigError {
+  let caught: unknown;
+  try {
+    loadConfig(env);
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught, `${JSON.stringify(env)} should be rejected`).toBeInstanceOf(ConfigError);
+  const err = caught as ConfigError;
+  expect(err.message).toMatch(new RegExp(`^\\s*${variable}:`, 'm'));
+  return err;
+}
+
+describe('loadConfig', () => {
+  it('has defaults for everything (PORT 8080)', () => {
+    const c = loadConfig({});
+    expect(c.PORT).toBe(8080);
+    expect(c.HOST).toBe('0.0.0.0');
+    expect(c.MODEL_STORE).toBe('./model-store');
+    expect(c.TF_BACKEND).toBe('auto');
+    expect(c.REDIS_URL).toBeUndefined();
+    expect(c.API_KEYS).toBeUndefined();
+    expect(c.BATCH_MAX_INSTANCES).toBe(10_000);
+    expect(c.LOG_LEVEL).toBe('info');
+  });
+
+  it('coerces numbers and treats empty strings as unset', () => {
+    const c = loadConfig({ PORT: '9090', BATCH_MAX_WAIT_MS: '2', API_KEYS: '', REDIS_URL: '' });
+    expect(c.PORT).toBe(9090);
+    expect(c.BATCH_MAX_WAIT_MS).toBe(2);
+    expect(c.API_KEYS).toBeUndefined();
+    expect(c.REDIS_URL).toBeUndefined();
+  });
+
+  it('ignores variables it does not own', () => {
+    expect(() => loadConfig({ PATH: '/usr/bin', NODE_ENV: 'test' })).not.toThrow();
+  });
+
+  it('rejects PORT=abc naming PORT and the value', () => {
+    const err = rejects({ PORT: 'abc' }, 'PORT');
+    expect(err.message).toContain('"abc"');
+  });
+
+  it.each([['70000'], ['-1'], ['80.5']])('rejects PORT=%s', (port) => {
+    rejects({ PORT: port }, 'PORT');
+  });
+
+  it('rejects TF_BACKEND=gpu naming TF_BACKEND', () => {
+    const err = rejects({ TF_BACKEND: 'gpu' }, 'TF_BACKEND');
+    expect(err.message).toContain('"gpu"');
+  });
+
+  it('rejects REDIS_URL=localhost:6379 naming REDIS_URL', () => {
+    const err = rejects({ REDIS_URL: 'localhost:6379' }, 'REDIS_URL');
+    expect(err.message).toMatch(/redis:\/\//);
+    expect(loadConfig({ REDIS_URL: 'redis://localhost:6379' }).REDIS_URL).toBe('redis://localhost:6379');
+    expect(loadConfig({ REDIS_URL: 'rediss://cache.internal:6380/1' }).REDIS_URL).toBe('rediss://cache.internal:6380/1');
+  });
+
+  it('rejects API_KEYS with an unknown scope, naming API_KEYS and the scope', () => {
+    const err = rejects({ API_KEYS: 'predict:pkey-123456,predict+root:rkey-123456' }, 'API_KEYS');
+    expect(err.message).toMatch(/unknown scope root/);
+  });
+
+  it('rejects other malformed API_KEYS entries', () => {
+    rejects({ API_KEYS: 'predict:short' }, 'API_KEYS');
+    rejects({ API_KEYS: 'pkey-123456' }, 'API_KEYS');
+    rejects({ API_KEYS: 'predict:' }, 'API_KEYS');
+    expect(parseApiKeys(' predict:pkey-123456 , segments+admin:akey-123456 ').map((k) => [k.key, [...k.scopes]])).toEqual([
+      ['pkey-123456', ['predict']],
+      ['akey-123456', ['segments', 'admin']],
+    ]);
+  });
+
+  it('names every bad variable at once', () => {
+    const err = rejects({ PORT: 'abc', TF_BACKEND: 'gpu', LOG_LEVEL: 'loud' }, 'PORT');
+    expect(err.message).toMatch(/^\s*TF_BACKEND:/m);
+    expect(err.message).toMatch(/^\s*LOG_LEVEL:/m);
+  });
+});
+
+describe('server startup', () => {
+  it('exits non-zero with PORT=abc and names PORT on stderr', async () => {
+    const { PORT: _p, ...inherited } = process.env;
+    const child = spawn('npx', ['tsx', 'src/server.ts'], {
+      env: { ...inherited, PORT: 'abc', LOG_LEVEL: 'silent', MODEL_STORE: './model-store' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.stdout.resume();
+    // Guard against a regression that starts the server instead of exiting.
+    const guard = setTimeout(() => child.kill('SIGKILL'), 45_000);
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    clearTimeout(guard);
+    expect(code).not.toBe(0);
+    expect(code).not.toBeNull();
+    expect(stderr).toMatch(/PORT/);
+    expect(stderr).toContain('invalid configuration');
+  });
+});

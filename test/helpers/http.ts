@@ -1,0 +1,41 @@
+import { expect } from 'vitest';
+import type { LightMyRequestResponse } from 'fastify';
+
+export interface ErrorBody {
+  error: string;
+  message: string;
+  details: { path: string; message: string }[];
+}
+
+/** Asserts the status and the service's single error body shape; returns the parsed body. */
+export function expectError(res: LightMyRequestResponse, status: number, code?: string): ErrorBody {
+  expect(res.statusCode, res.body).toBe(status);
+  expect(res.headers['content-type']).toMatch(/^application\/json/);
+  const body = res.json() as ErrorBody;
+  expect(Object.keys(body).sort()).toEqual(['details', 'error', 'message']);
+  expect(typeof body.error).toBe('string');
+  expect(typeof body.message).toBe('string');
+  expect(body.message.length).toBeGreaterThan(0);
+  expect(Array.isArray(body.details)).toBe(true);
+  for (const d of body.details) {
+    expect(Object.keys(d).sort()).toEqual(['message', 'path']);
+    expect(typeof d.path).toBe('string');
+    expect(typeof d.message).toBe('string');
+  }
+  if (code) expect(body.error).toBe(code);
+  return body;
+}
+
+/** The distinct detail paths of an error body, sorted. */
+export const pathsOf = (body: ErrorBody) => [...new Set(body.details.map((d) => d.path))].sort();
+
+/** Polls `check` until it returns a truthy value or the deadline passes (a bounded wait, not a timing assertion). */
+export async function until<T>(check: () => Promise<T> | T, what: string, timeoutMs = 15_000, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

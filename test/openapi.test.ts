@@ -1,0 +1,30 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { generateOpenApi, OPENAPI_PATH } from '../scripts/write-openapi.js';
+import { copyDefaultStore } from './helpers/app.js';
+
+const DRIFT = 'openapi/openapi.json is out of date with the routes: run npm run openapi and commit the result';
+
+describe('openapi/openapi.json', () => {
+  it('matches the document generated from the routes', async () => {
+    // A private store copy: generating the document must not depend on (or touch) the bundled store.
+    const generated = await generateOpenApi(copyDefaultStore());
+    expect(existsSync(OPENAPI_PATH), `openapi/openapi.json is missing: run npm run openapi`).toBe(true);
+    const committed = readFileSync(OPENAPI_PATH, 'utf8');
+    expect(committed === generated, DRIFT).toBe(true);
+  });
+
+  it('documents the prediction routes', async () => {
+    const doc = JSON.parse(readFileSync(OPENAPI_PATH, 'utf8')) as {
+      openapi: string;
+      paths: Record<string, Record<string, { security?: unknown[] }>>;
+      components: { securitySchemes: Record<string, unknown> };
+    };
+    expect(doc.openapi).toMatch(/^3\./);
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/healthz', '/readyz', '/v1/schema', '/v1/predict', '/v1/predict/batch']));
+    expect(doc.paths['/v1/predict'].post).toBeDefined();
+    expect(doc.paths['/openapi.json']).toBeUndefined(); // hidden route
+    expect(doc.components.securitySchemes.bearer).toEqual({ type: 'http', scheme: 'bearer' });
+    expect(doc.paths['/healthz'].get.security).toEqual([]); // probes need no key
+  });
+});
