@@ -18,6 +18,10 @@ app.post('/v1/predict/batch', async (request) => {
   return { modelVersion: 'bare', predictions: instances.map(() => prediction) };
 });
 app.get('/readyz', async () => ({ status: 'ready' }));
+app.get('/__bench/stats', async () => {
+  const u = process.cpuUsage();
+  return { cpuUs: u.user + u.system };
+});
 
 await app.listen({ port: Number(process.env.PORT ?? 0), host: process.env.HOST ?? '127.0.0.1' });
 const address = app.server.address();

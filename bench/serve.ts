@@ -4,7 +4,8 @@
  * (PORT=0 picks a free port). Prints one `BENCH_READY {json}` line on stdout once listening.
  *
  * Adds one bench-only route, GET /__bench/stats, with counters the bench uses to verify that the
- * cache-miss path was exercised (rows the model scored, L1 size, L2 hits/errors).
+ * cache-miss path was exercised (rows the model scored, L1 size, L2 hits/errors) and the process's
+ * CPU time (so CPU per request can be compared with the bare baseline).
  */
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config/env.js';
@@ -23,8 +24,15 @@ app.get('/__bench/stats', { schema: { hide: true } }, async () => {
     l2Hits: cache.l2Hits,
     l2Errors: cache.l2Errors,
     backend: app.services.backend,
+    /** CPU time this process has used (user + system, µs), for CPU-per-request figures. */
+    cpuUs: cpuUs(),
   };
 });
+
+function cpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
 
 await app.listen({ port: config.PORT, host: config.HOST });
 const address = app.server.address();

@@ -12,6 +12,8 @@ import { healthRoutes } from './http/routes/health.js';
 import { predictRoutes } from './http/routes/predict.js';
 import { schemaRoutes } from './http/routes/schema.js';
 import { modelRoutes } from './http/routes/models.js';
+import { segmentRoutes } from './http/routes/segments.js';
+import { userRoutes } from './http/routes/users.js';
 import { modelImportRoutes } from './http/routes/models-import.js';
 
 declare module 'fastify' {
@@ -71,6 +73,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(schemaRoutes);
   await app.register(predictRoutes);
   await app.register(modelRoutes);
+  await app.register(segmentRoutes);
+  await app.register(userRoutes);
   await app.register(modelImportRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

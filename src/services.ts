@@ -11,6 +11,9 @@ import { FleetState } from './registry/fleet-state.js';
 import { scanStore } from './registry/import-version.js';
 import { Lifecycle } from './registry/lifecycle.js';
 import { attachShadowScoring } from './inference/shadow.js';
+import { SegmentService } from './segments/segment-service.js';
+import { RedisMembershipStore } from './segments/redis-membership-store.js';
+import { MemoryMembershipStore } from './segments/memory-membership-store.js';
 
 /** The app's long-lived dependencies, built once and decorated onto Fastify as `app.services`. */
 export interface Services {
@@ -22,6 +25,7 @@ export interface Services {
   cache: ScoreCache;
   scorer: Scorer;
   lifecycle: Lifecycle;
+  segments: SegmentService;
   redis?: Redis;
   close(): Promise<void>;
 }
@@ -51,6 +55,11 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const scorer = new Scorer(models, cache);
   scorer.router = (userId) => lifecycle.route(userId);
   attachShadowScoring(scorer, lifecycle, log);
+
+  const ttlDays = config.MEMBERSHIP_TTL_DAYS;
+  const membershipStore = redis ? new RedisMembershipStore(redis, ttlDays * 86_400) : new MemoryMembershipStore();
+  const segments = new SegmentService(membershipStore, models, cache, log, { ttlDays, retainFeatures: config.FEATURE_RETENTION === 'on' });
+  await segments.start(scorer);
   return {
     config,
     backend,
@@ -60,9 +69,11 @@ export async function createServices(config: Config, backend: string, log: Fasti
     cache,
     scorer,
     lifecycle,
+    segments,
     redis,
     async close() {
       clearInterval(poll);
+      await segments.close();
       await fleet.close();
       await models.close();
       redis?.disconnect();

@@ -136,6 +136,7 @@ export class BenchContext {
     return this.load({ label, url: server.url, path: '/v1/predict', body: () => this.bodies.nextPredict(), ...extra });
   }
 
+  /** GET /__bench/stats of a bench child (service: ServiceStats; bare: only cpuUs). */
   async serviceStats(server: ServerHandle): Promise<ServiceStats> {
     return (await getJson<ServiceStats>(`${server.url}/__bench/stats`)).body;
   }
@@ -153,4 +154,5 @@ export interface ServiceStats {
   l2Hits: number;
   l2Errors: number;
   backend: string;
+  cpuUs: number;
 }

@@ -13,6 +13,8 @@ export interface LoadOptions {
   body: () => string;
   pipelining?: number;
   timeoutSec?: number;
+  /** Cap on total requests per second across connections (open-ish loop for latency runs). */
+  overallRate?: number;
   /** Awaited after the warm-up, right before the measured run (e.g. to snapshot counters). */
   beforeMeasure?: () => Promise<void>;
   /** Called once the measured run has started (for fault injection). */
@@ -38,6 +40,8 @@ export interface LoadResult {
   statusCodes: Record<string, number>;
   /** Responses / non-2xx per elapsed second of the measured run. */
   perSecond: { responses: number; non2xx: number }[];
+  /** Every response latency (ms, sorted), so slices can be merged. */
+  latencies: number[];
 }
 
 /** Runs autocannon once (warm-up, if any, first), recording every response's latency. */
@@ -51,7 +55,6 @@ async function cannon(o: LoadOptions, durationSec: number, measured: boolean): P
   const latencies: number[] = [];
   const perSecond: { responses: number; non2xx: number }[] = [];
   let non2xx = 0;
-  let responses = 0;
   let start = 0;
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(
@@ -60,6 +63,7 @@ async function cannon(o: LoadOptions, durationSec: number, measured: boolean): P
         connections: o.connections,
         duration: durationSec,
         pipelining: o.pipelining ?? 1,
+        ...(o.overallRate ? { overallRate: o.overallRate } : {}),
         timeout: o.timeoutSec ?? 10,
         requests: [
           {
@@ -76,7 +80,6 @@ async function cannon(o: LoadOptions, durationSec: number, measured: boolean): P
     if (measured) o.onMeasureStart?.();
     // Instance-level 'response' is (client, statusCode, resBytes, responseTime ms).
     (instance as unknown as NodeJS.EventEmitter).on('response', (_client: unknown, statusCode: number, _bytes: number, ms: number) => {
-      responses++;
       latencies.push(ms);
       const sec = Math.floor((performance.now() - start) / 1000);
       while (perSecond.length <= sec) perSecond.push({ responses: 0, non2xx: 0 });
@@ -87,27 +90,57 @@ async function cannon(o: LoadOptions, durationSec: number, measured: boolean): P
       }
     });
   });
-  latencies.sort((a, b) => a - b);
-  const pct = (p: number) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.ceil((p / 100) * latencies.length) - 1)] : NaN);
   const statusCodes: Record<string, number> = {};
   for (const [code, v] of Object.entries(result.statusCodeStats ?? {})) statusCodes[code] = v.count ?? 0;
-  const elapsed = result.duration || durationSec;
+  return summarize(o.label, result.duration || durationSec, latencies, non2xx, result.errors, result.timeouts, statusCodes, perSecond);
+}
+
+function summarize(
+  label: string,
+  durationSec: number,
+  latencies: number[],
+  non2xx: number,
+  errors: number,
+  timeouts: number,
+  statusCodes: Record<string, number>,
+  perSecond: LoadResult['perSecond'],
+): LoadResult {
+  latencies.sort((a, b) => a - b);
+  const pct = (p: number) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.ceil((p / 100) * latencies.length) - 1)] : NaN);
   return {
-    label: o.label,
-    durationSec: elapsed,
-    reqPerSec: responses / elapsed,
-    responses,
-    ok2xx: responses - non2xx,
+    label,
+    durationSec,
+    reqPerSec: latencies.length / durationSec,
+    responses: latencies.length,
+    ok2xx: latencies.length - non2xx,
     non2xx,
-    errors: result.errors,
-    timeouts: result.timeouts,
+    errors,
+    timeouts,
     p50: pct(50),
     p90: pct(90),
     p99: pct(99),
     max: latencies.length ? latencies[latencies.length - 1] : NaN,
     statusCodes,
     perSecond,
+    latencies,
   };
+}
+
+/** Combines several runs against one target (e.g. interleaved slices) into one result. */
+export function mergeResults(label: string, runs: LoadResult[]): LoadResult {
+  const codes: Record<string, number> = {};
+  for (const r of runs) for (const [c, n] of Object.entries(r.statusCodes)) codes[c] = (codes[c] ?? 0) + n;
+  const sum = (f: (r: LoadResult) => number) => runs.reduce((a, r) => a + f(r), 0);
+  return summarize(
+    label,
+    sum((r) => r.durationSec),
+    runs.flatMap((r) => r.latencies),
+    sum((r) => r.non2xx),
+    sum((r) => r.errors),
+    sum((r) => r.timeouts),
+    codes,
+    runs.flatMap((r) => r.perSecond),
+  );
 }
 
 export const fmt = {

@@ -3,9 +3,10 @@ import { predictPhase } from './predict.js';
 import { redisPhase } from './redis.js';
 import { batchPhase } from './batch.js';
 import { faultPhase } from './fault.js';
+import { latencyPhase } from './latency.js';
 
 /**
  * Every bench phase, in default run order. To add one (retrain, swap, …): write
  * bench/phases/<name>.ts exporting a Phase and append it here; `--only <name>` then selects it.
  */
-export const phases: Phase[] = [predictPhase, redisPhase, batchPhase, faultPhase];
+export const phases: Phase[] = [predictPhase, redisPhase, latencyPhase, batchPhase, faultPhase];

@@ -67,20 +67,30 @@ export class FleetState {
   /** Calls `onChange` on every published change and whenever the subscription (re)connects. */
   async subscribe(onChange: () => void): Promise<void> {
     if (!this.redis) return;
-    const sub = this.redis.duplicate();
+    const main = this.redis;
+    const sub = main.duplicate();
     this.subscriber = sub;
-    sub.on('error', () => {}); // the main client already logs outages
-    sub.on('ready', () => {
-      void sub.subscribe(CHANNEL).catch(() => {});
-      // After (re)connecting we may have missed messages: seed if empty, then reconcile.
+    // After (re)connecting we may have missed messages: seed if empty, then reconcile. Both
+    // connections trigger this: seeding needs the main one, and they reconnect independently
+    // (if the subscriber came back first, seeding would otherwise be skipped until the next change).
+    const resync = () =>
       void this.seed()
         .catch(() => {})
         .then(onChange);
+    this.onMainReady = resync;
+    main.on('ready', resync);
+    sub.on('error', () => {}); // the main client already logs outages
+    sub.on('ready', () => {
+      void sub.subscribe(CHANNEL).catch(() => {});
+      resync();
     });
     sub.on('message', () => onChange());
   }
 
+  private onMainReady?: () => void;
+
   async close(): Promise<void> {
+    if (this.onMainReady) this.redis?.off('ready', this.onMainReady);
     this.subscriber?.disconnect();
   }
 }

@@ -31,6 +31,8 @@ export interface TrainResult {
   calibration: { a: number; b: number };
   /** Encoded training matrix, for persona clustering and profiles. */
   trainMatrix: Matrix;
+  /** The test split's raw (cleaned, unencoded) rows and labels, so another model can be scored on the same rows. */
+  testSet: { rows: Record<string, string>[]; labels: Uint8Array };
 }
 
 export interface TrainHooks {
@@ -83,6 +85,7 @@ export async function trainFromTable(table: CsvTable, opts: TrainOptions, hooks:
     split: { train: train.x.rows, validation: validation.x.rows, test: test.x.rows },
     calibration,
     trainMatrix: train.x,
+    testSet: { rows: pick(split.test), labels: test.y },
   };
 }
 

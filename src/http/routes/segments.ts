@@ -1,0 +1,169 @@
+import { Readable } from 'node:stream';
+import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { ErrorBody, errorResponses } from '../schemas.js';
+import { BandsSchema, RuleSegmentInput } from '../../segments/definitions.js';
+import { RuleSchema } from '../../segments/rules.js';
+import { computeProfile } from '../../segments/profile.js';
+import { decodeCursor } from '../../segments/membership-store.js';
+import { ValidationError } from '../../lib/errors.js';
+
+const SegmentId = z.object({ id: z.string().min(1).max(100) });
+const Segment = z
+  .object({
+    id: z.string(),
+    kind: z.enum(['score-band', 'rule', 'persona']),
+    name: z.string(),
+    description: z.string().optional(),
+    size: z.number(),
+    updated: z.string().nullable(),
+    rule: z.unknown().optional(),
+    bounds: z.object({ min: z.number(), max: z.number() }).optional(),
+  })
+  .meta({ id: 'Segment' });
+const RuleSegmentBody = z.object({ id: z.string(), name: z.string(), description: z.string().optional(), rule: z.unknown(), created: z.string(), updated: z.string() });
+const withNotFound = { ...errorResponses, 404: ErrorBody, 409: ErrorBody };
+const PROFILE_SAMPLE = 5000;
+const EXPORT_PAGE = 5000;
+
+/** Marketing API: segment definitions, membership lists, exports and profiles (segments scope). */
+export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { auth, segments, models } = app.services;
+  const read = auth.require('segments');
+  const admin = auth.require('admin');
+
+  app.get('/v1/segments', { preHandler: read, schema: { tags: ['segments'], summary: 'All segments with their sizes', response: { 200: z.object({ segments: z.array(Segment) }), ...errorResponses } } }, async () => ({
+    segments: await segments.list(),
+  }));
+
+  app.get('/v1/segments/bands', { preHandler: read, schema: { tags: ['segments'], summary: 'Score-band thresholds', response: { 200: BandsSchema, ...errorResponses } } }, async () => segments.currentBands);
+
+  app.put(
+    '/v1/segments/bands',
+    { preHandler: admin, schema: { tags: ['segments'], summary: 'Change score-band thresholds (applies to predictions from now on)', body: BandsSchema, response: { 200: BandsSchema, ...errorResponses } } },
+    async (request) => {
+      await segments.setBands(request.body);
+      return segments.currentBands;
+    },
+  );
+
+  app.post(
+    '/v1/segments',
+    { preHandler: read, schema: { tags: ['segments'], summary: 'Create a rule segment', body: RuleSegmentInput, response: { 201: RuleSegmentBody, ...withNotFound } } },
+    async (request, reply) => reply.code(201).send(await segments.createRule(request.body)),
+  );
+
+  app.get('/v1/segments/:id', { preHandler: read, schema: { tags: ['segments'], params: SegmentId, response: { 200: Segment, ...withNotFound } } }, async (request) =>
+    segments.get(request.params.id),
+  );
+
+  app.put(
+    '/v1/segments/:id',
+    {
+      preHandler: read,
+      schema: {
+        tags: ['segments'],
+        summary: 'Replace a rule segment (members are re-evaluated as users are scored)',
+        params: SegmentId,
+        body: z.object({ name: z.string().min(1).max(200), description: z.string().max(2000).optional(), rule: RuleSchema }).strict(),
+        response: { 200: RuleSegmentBody, ...withNotFound },
+      },
+    },
+    async (request) => segments.updateRule(request.params.id, request.body),
+  );
+
+  app.delete('/v1/segments/:id', { preHandler: read, schema: { tags: ['segments'], params: SegmentId, response: { 200: z.object({ deleted: z.string() }), ...withNotFound } } }, async (request) => {
+    await segments.deleteRule(request.params.id);
+    return { deleted: request.params.id };
+  });
+
+  app.get(
+    '/v1/segments/:id/members',
+    {
+      preHandler: read,
+      schema: {
+        tags: ['segments'],
+        summary: 'Members by score, descending, with a stable cursor',
+        params: SegmentId,
+        querystring: z.object({
+          limit: z.coerce.number().int().min(1).max(1000).default(100),
+          cursor: z.string().max(1000).optional(),
+          minScore: z.coerce.number().min(0).max(1).optional(),
+        }),
+        response: { 200: z.object({ segment: z.string(), members: z.array(z.object({ userId: z.string(), score: z.number() })), nextCursor: z.string().nullable() }), ...withNotFound },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      await segments.get(id); // 404 for unknown segments
+      const { limit, cursor, minScore } = request.query;
+      if (cursor && !decodeCursor(cursor)) throw new ValidationError([{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
+      const page = await segments.store.page(id, { limit, cursor, minScore });
+      return { segment: id, ...page };
+    },
+  );
+
+  app.get(
+    '/v1/segments/:id/export',
+    {
+      preHandler: read,
+      schema: {
+        tags: ['segments'],
+        summary: 'All members, streamed as CSV or NDJSON (score descending)',
+        params: SegmentId,
+        querystring: z.object({ format: z.enum(['csv', 'ndjson']).default('csv'), minScore: z.coerce.number().min(0).max(1).optional() }),
+        description: 'Responds 200 with text/csv (header userId,score) or application/x-ndjson ({"userId","score"} per line), streamed.',
+        response: withNotFound,
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params;
+      await segments.get(id);
+      const { format, minScore } = request.query;
+      const store = segments.store;
+      // Pages are pulled only as fast as the client reads, so memory stays flat for any size.
+      async function* lines() {
+        if (format === 'csv') yield 'userId,score\n';
+        let cursor: string | undefined;
+        do {
+          const page = await store.page(id, { limit: EXPORT_PAGE, cursor, minScore });
+          let chunk = '';
+          for (const m of page.members) chunk += format === 'csv' ? `${csvCell(m.userId)},${m.score}\n` : JSON.stringify(m) + '\n';
+          if (chunk) yield chunk;
+          cursor = page.nextCursor ?? undefined;
+        } while (cursor);
+      }
+      reply
+        .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
+        .header('content-disposition', `attachment; filename="${id}.${format === 'csv' ? 'csv' : 'ndjson'}"`);
+      // A stream is piped as-is; the type provider only knows the JSON error bodies of this route.
+      return reply.send(Readable.from(lines(), { objectMode: false }) as never);
+    },
+  );
+
+  app.get(
+    '/v1/segments/:id/profile',
+    {
+      preHandler: read,
+      schema: {
+        tags: ['segments'],
+        summary: 'Profile (画像): score distribution, per-feature comparison with all scored users, most distinctive features',
+        description: `Computed on random samples of up to ${PROFILE_SAMPLE} members and ${PROFILE_SAMPLE} scored users; the sample sizes are reported.`,
+        params: SegmentId,
+        response: { 200: z.record(z.string(), z.unknown()), ...withNotFound },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const seg = await segments.get(id);
+      const store = segments.store;
+      const [members, population, scoredUsers] = await Promise.all([store.sample(id, PROFILE_SAMPLE), store.sample(null, PROFILE_SAMPLE), store.scoredUsers()]);
+      const profile = computeProfile(models.active?.spec ?? null, members, population, { size: seg.size, scoredUsers });
+      return { segment: { id: seg.id, kind: seg.kind, name: seg.name }, ...profile };
+    },
+  );
+};
+
+function csvCell(s: string): string {
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}

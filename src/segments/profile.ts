@@ -1,0 +1,125 @@
+import type { FeatureSpec } from '../preprocessing/feature-spec.js';
+import { quantile } from '../preprocessing/fit.js';
+import type { UserRecord } from './membership-store.js';
+
+export interface NumericSummary {
+  mean: number;
+  q1: number;
+  median: number;
+  q3: number;
+}
+
+export interface FeatureProfile {
+  feature: string;
+  type: 'numeric' | 'categorical' | 'boolean';
+  distinctiveness: number;
+  numeric?: { segment: NumericSummary; population: NumericSummary };
+  categories?: { value: string; share: number; populationShare: number; lift: number }[];
+}
+
+export interface Profile {
+  size: number;
+  shareOfScoredUsers: number;
+  sample: { members: number; population: number; sampled: boolean };
+  score: { mean: number; median: number; histogram: { bin: string; count: number }[] };
+  features: FeatureProfile[];
+  distinctive: { feature: string; distinctiveness: number; text: string }[];
+  personas: { id: number; share: number }[];
+}
+
+/**
+ * A segment's profile (画像) against the scored population. Distinctiveness is a standardized
+ * difference: |mean_seg − mean_pop| / std_pop for numerics, and for categories the largest
+ * |share_seg − share_pop| / sqrt(share_pop·(1 − share_pop)) over values.
+ */
+export function computeProfile(
+  spec: FeatureSpec | null,
+  members: UserRecord[],
+  population: UserRecord[],
+  counts: { size: number; scoredUsers: number },
+): Profile {
+  const probs = members.map((m) => m.probability).sort((a, b) => a - b);
+  const histogram = Array.from({ length: 10 }, (_, b) => ({ bin: `${(b / 10).toFixed(1)}-${((b + 1) / 10).toFixed(1)}`, count: 0 }));
+  for (const p of probs) histogram[Math.min(9, Math.floor(p * 10))].count++;
+
+  const withFeatures = members.filter((m) => m.features);
+  const popWithFeatures = population.filter((m) => m.features);
+  const features: FeatureProfile[] = [];
+  for (const f of spec?.features ?? []) {
+    const seg = withFeatures.map((m) => m.features![f.name]).filter((v) => v !== null && v !== undefined);
+    const pop = popWithFeatures.map((m) => m.features![f.name]).filter((v) => v !== null && v !== undefined);
+    if (seg.length === 0 || pop.length === 0) continue;
+    if (f.type === 'numeric') {
+      const s = summarize(seg as number[]);
+      const p = summarize(pop as number[]);
+      const sd = std(pop as number[]);
+      features.push({ feature: f.name, type: 'numeric', distinctiveness: sd > 0 ? Math.abs(s.mean - p.mean) / sd : 0, numeric: { segment: s, population: p } });
+    } else {
+      const segShares = shares(seg.map(String));
+      const popShares = shares(pop.map(String));
+      const categories = [...segShares.entries()]
+        .map(([value, share]) => {
+          const populationShare = popShares.get(value) ?? 0;
+          return { value, share, populationShare, lift: populationShare > 0 ? share / populationShare : Infinity };
+        })
+        .sort((a, b) => b.share - a.share);
+      let distinctiveness = 0;
+      for (const value of new Set([...segShares.keys(), ...popShares.keys()])) {
+        const ps = popShares.get(value) ?? 0;
+        const d = Math.abs((segShares.get(value) ?? 0) - ps) / Math.sqrt(Math.max(ps * (1 - ps), 1e-3));
+        distinctiveness = Math.max(distinctiveness, d);
+      }
+      features.push({
+        feature: f.name,
+        type: f.type,
+        distinctiveness,
+        categories: categories.slice(0, 10).map((c) => ({ ...c, lift: Number.isFinite(c.lift) ? c.lift : 999 })),
+      });
+    }
+  }
+  const distinctive = [...features]
+    .sort((a, b) => b.distinctiveness - a.distinctiveness)
+    .slice(0, 5)
+    .map((f) => ({ feature: f.feature, distinctiveness: f.distinctiveness, text: describe(f) }));
+
+  const personaCounts = new Map<number, number>();
+  for (const m of members) if (m.persona !== null) personaCounts.set(m.persona, (personaCounts.get(m.persona) ?? 0) + 1);
+
+  return {
+    size: counts.size,
+    shareOfScoredUsers: counts.scoredUsers ? counts.size / counts.scoredUsers : 0,
+    sample: { members: members.length, population: population.length, sampled: members.length < counts.size || population.length < counts.scoredUsers },
+    score: { mean: probs.length ? probs.reduce((a, b) => a + b, 0) / probs.length : 0, median: quantile(probs, 0.5), histogram },
+    features,
+    distinctive,
+    personas: [...personaCounts].map(([id, n]) => ({ id, share: n / Math.max(1, members.length) })).sort((a, b) => b.share - a.share),
+  };
+}
+
+function summarize(xs: number[]): NumericSummary {
+  const s = Float64Array.from(xs).sort();
+  return { mean: xs.reduce((a, b) => a + b, 0) / xs.length, q1: quantile(s, 0.25), median: quantile(s, 0.5), q3: quantile(s, 0.75) };
+}
+
+function std(xs: number[]): number {
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / xs.length);
+}
+
+function shares(values: string[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const v of values) m.set(v, (m.get(v) ?? 0) + 1);
+  for (const [k, n] of m) m.set(k, n / values.length);
+  return m;
+}
+
+function describe(f: FeatureProfile): string {
+  if (f.numeric) {
+    const { segment, population } = f.numeric;
+    return `${f.feature}: mean ${fmt(segment.mean)} vs ${fmt(population.mean)} overall`;
+  }
+  const top = [...(f.categories ?? [])].sort((a, b) => Math.abs(b.share - b.populationShare) - Math.abs(a.share - a.populationShare))[0];
+  return top ? `${f.feature} = ${top.value}: ${(top.share * 100).toFixed(0)}% vs ${(top.populationShare * 100).toFixed(0)}% overall` : f.feature;
+}
+
+const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2));

@@ -1,0 +1,209 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { ModelManager } from '../registry/model-manager.js';
+import type { ScoredEvent, Scorer } from '../inference/scorer.js';
+import type { ScoreCache } from '../cache/score-cache.js';
+import { AppError, notFound, ValidationError } from '../lib/errors.js';
+import { BAND_IDS, DEFAULT_BANDS, bandOf, isPersonaSegment, personaSegmentId, type Bands, type RuleSegment } from './definitions.js';
+import { evaluateRule, referencedFeatures, type Rule } from './rules.js';
+import type { MembershipRecord, MembershipStore } from './membership-store.js';
+
+export interface SegmentSummary {
+  id: string;
+  kind: 'score-band' | 'rule' | 'persona';
+  name: string;
+  description?: string;
+  size: number;
+  updated: string | null;
+  rule?: Rule;
+  bounds?: { min: number; max: number };
+}
+
+/**
+ * Turns scored predictions into segment memberships. Memberships are computed on the request
+ * thread (cheap) but written in pipelined batches on the next tick, off the request path.
+ */
+export class SegmentService {
+  private bands: Bands = DEFAULT_BANDS;
+  private ruleSegments: RuleSegment[] = [];
+  private buffer: MembershipRecord[] = [];
+  private flushing: Promise<void> = Promise.resolve();
+  private flushScheduled = false;
+  private timers: NodeJS.Timeout[] = [];
+  dropped = 0;
+
+  constructor(
+    readonly store: MembershipStore,
+    private readonly models: ModelManager,
+    private readonly cache: ScoreCache,
+    private readonly log: FastifyBaseLogger,
+    private readonly opts: { ttlDays: number; retainFeatures: boolean },
+  ) {}
+
+  async start(scorer: Scorer): Promise<void> {
+    await this.refreshDefinitions().catch((err) => this.log.warn({ err: (err as Error).message }, 'segment definitions unavailable; using defaults'));
+    scorer.onScored((e) => this.onScored(e));
+    // Other replicas may change definitions; expiry drops members not seen for MEMBERSHIP_TTL_DAYS.
+    this.timers.push(setInterval(() => void this.refreshDefinitions().catch(() => {}), 2000).unref());
+    this.timers.push(setInterval(() => void this.expire().catch(() => {}), 10 * 60_000).unref());
+    void this.expire().catch(() => {});
+  }
+
+  async refreshDefinitions(): Promise<void> {
+    this.bands = (await this.store.getBands()) ?? DEFAULT_BANDS;
+    this.ruleSegments = await this.store.rules();
+  }
+
+  get currentBands(): Bands {
+    return this.bands;
+  }
+
+  /** Every segment id a user can be in right now (bands, rules, personas of the active model). */
+  segmentIds(): string[] {
+    const personas = this.models.active?.personas?.personas.map((p) => personaSegmentId(p.id)) ?? [];
+    return [...BAND_IDS, ...this.ruleSegments.map((r) => r.id), ...personas];
+  }
+
+  membershipsOf(values: ScoredEvent['values'], probability: number, persona: number | null): string[] {
+    const out: string[] = [bandOf(probability, this.bands)];
+    for (const r of this.ruleSegments) {
+      try {
+        if (evaluateRule(r.rule, values, probability)) out.push(r.id);
+      } catch {
+        /* a rule that cannot evaluate on this input is simply not matched */
+      }
+    }
+    if (persona !== null) out.push(personaSegmentId(persona));
+    return out;
+  }
+
+  private onScored(e: ScoredEvent): void {
+    if (!e.userId) return;
+    // Personas and memberships follow the active model; canary/shadow answers still record the score.
+    const persona = e.prediction.persona?.id ?? null;
+    this.enqueue({
+      userId: e.userId,
+      probability: e.prediction.probability,
+      version: e.prediction.modelVersion,
+      persona,
+      segments: this.membershipsOf(e.values, e.prediction.probability, persona),
+      at: Date.now(),
+      features: this.opts.retainFeatures ? e.values : undefined,
+      cacheKey: e.cacheKey,
+    });
+  }
+
+  enqueue(record: MembershipRecord): void {
+    this.buffer.push(record);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => void this.flush());
+    }
+  }
+
+  /** Writes buffered records; resolves when everything enqueued so far is stored. */
+  flush(): Promise<void> {
+    this.flushScheduled = false;
+    const batch = this.buffer;
+    this.buffer = [];
+    if (batch.length === 0) return this.flushing;
+    const ids = this.segmentIds();
+    this.flushing = this.flushing.then(() =>
+      this.store.record(batch, ids).catch((err) => {
+        // Memberships are refreshed by the next score; an outage must not fail predictions.
+        this.dropped += batch.length;
+        this.log.warn({ err: (err as Error).message, records: batch.length }, 'membership write failed; records dropped');
+      }),
+    );
+    return this.flushing;
+  }
+
+  async expire(): Promise<number> {
+    const cutoff = Date.now() - this.opts.ttlDays * 86_400_000;
+    return this.store.expire(cutoff, this.segmentIds());
+  }
+
+  async list(): Promise<SegmentSummary[]> {
+    return Promise.all(this.definitions().map(async (d) => ({ ...d, size: await this.store.size(d.id), updated: iso(await this.store.updated(d.id)) })));
+  }
+
+  async get(id: string): Promise<SegmentSummary> {
+    const d = this.definitions().find((x) => x.id === id);
+    if (!d) throw notFound(`segment ${id}`);
+    return { ...d, size: await this.store.size(id), updated: iso(await this.store.updated(id)) };
+  }
+
+  private definitions(): Omit<SegmentSummary, 'size' | 'updated'>[] {
+    const b = this.bands;
+    const bands = [
+      { id: 'high-intent', kind: 'score-band' as const, name: 'High intent', bounds: { min: b.high, max: 1 } },
+      { id: 'medium-intent', kind: 'score-band' as const, name: 'Medium intent', bounds: { min: b.medium, max: b.high } },
+      { id: 'low-intent', kind: 'score-band' as const, name: 'Low intent', bounds: { min: 0, max: b.medium } },
+    ];
+    const rules = this.ruleSegments.map((r) => ({ id: r.id, kind: 'rule' as const, name: r.name, description: r.description, rule: r.rule }));
+    const personas = (this.models.active?.personas?.personas ?? []).map((p) => ({
+      id: personaSegmentId(p.id),
+      kind: 'persona' as const,
+      name: p.label,
+      description: `learned persona ${p.id + 1} of ${this.models.active?.id} (${(p.share * 100).toFixed(1)}% of training sessions)`,
+    }));
+    return [...bands, ...rules, ...personas];
+  }
+
+  /** Rules may only name features the active model has. */
+  validateRule(rule: Rule): void {
+    const spec = this.models.active?.spec;
+    if (!spec) throw new AppError(503, 'unavailable', 'no active model to validate the rule against');
+    const known = new Set(spec.features.map((f) => f.name));
+    const unknown = [...referencedFeatures(rule)].filter((f) => !known.has(f));
+    if (unknown.length) throw new ValidationError(unknown.map((f) => ({ path: 'rule', message: `unknown feature "${f}" (the active model has no such feature)` })));
+  }
+
+  async createRule(input: { id?: string; name: string; description?: string; rule: Rule }): Promise<RuleSegment> {
+    this.validateRule(input.rule);
+    const id = input.id ?? `rule-${randomBytes(4).toString('hex')}`;
+    if ((BAND_IDS as readonly string[]).includes(id) || isPersonaSegment(id)) throw new AppError(409, 'conflict', `segment id ${id} is reserved`);
+    if (this.ruleSegments.some((r) => r.id === id)) throw new AppError(409, 'conflict', `segment ${id} already exists`);
+    const now = new Date().toISOString();
+    const seg: RuleSegment = { id, name: input.name, description: input.description, rule: input.rule, created: now, updated: now };
+    await this.store.putRule(seg);
+    await this.refreshDefinitions();
+    return seg;
+  }
+
+  async updateRule(id: string, input: { name: string; description?: string; rule: Rule }): Promise<RuleSegment> {
+    const existing = this.ruleSegments.find((r) => r.id === id);
+    if (!existing) throw notFound(`rule segment ${id}`);
+    this.validateRule(input.rule);
+    const seg: RuleSegment = { ...existing, name: input.name, description: input.description, rule: input.rule, updated: new Date().toISOString() };
+    await this.store.putRule(seg);
+    await this.refreshDefinitions();
+    return seg;
+  }
+
+  async deleteRule(id: string): Promise<void> {
+    if (!this.ruleSegments.some((r) => r.id === id)) throw notFound(`rule segment ${id}`);
+    await this.store.deleteRule(id);
+    await this.refreshDefinitions();
+  }
+
+  async setBands(b: Bands): Promise<void> {
+    await this.store.setBands(b);
+    await this.refreshDefinitions();
+  }
+
+  async eraseUser(userId: string) {
+    await this.flush();
+    const report = await this.store.erase(userId);
+    const cacheEntries = report.cacheKeys.length ? await this.cache.delete(report.cacheKeys) : 0;
+    const { cacheKeys: _drop, ...rest } = report;
+    return { ...rest, cacheEntries };
+  }
+
+  async close(): Promise<void> {
+    this.timers.forEach(clearInterval);
+    await this.flush();
+  }
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
