@@ -20,9 +20,13 @@ app.post('/v1/predict/batch', async (request) => {
 app.get('/readyz', async () => ({ status: 'ready' }));
 app.get('/__bench/stats', async () => {
   const u = process.cpuUsage();
-  return { cpuUs: u.user + u.system };
+  return { cpuUs: u.user + u.system, requests };
 });
 
+let requests = 0;
+app.server.on('request', (req: { method?: string }) => {
+  if (req.method === 'POST') requests++;
+});
 await app.listen({ port: Number(process.env.PORT ?? 0), host: process.env.HOST ?? '127.0.0.1' });
 const address = app.server.address();
 const port = typeof address === 'object' && address ? address.port : 0;

@@ -9,7 +9,8 @@
  * BENCH_LOG_LEVEL (warn), BENCH_TF_BACKEND (auto), BENCH_MODEL_STORE (./model-store, served
  * from a temp copy), BENCH_SERVICE_NODE_ARGS (extra node flags for service children, e.g.
  * "--cpu-prof --cpu-prof-dir=/tmp/prof"; summarize with bench/prof-top.ts), BENCH_BARE_NODE_ARGS
- * (same for the bare baseline), BENCH_BATCH_ROWS (1000), BENCH_BATCH_CONNECTIONS (8),
+ * (same for the bare baseline), BENCH_SLICE (s, 2: length of the interleaved bare/service
+ * slices), BENCH_LATENCY_RATE (500), BENCH_BATCH_ROWS (1000), BENCH_BATCH_CONNECTIONS (8),
  * BENCH_FAULT_DURATION (s, 10).
  */
 import { BenchContext, settingsFromEnv } from './lib/context.js';

@@ -2,7 +2,7 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import multipart from '@fastify/multipart';
-import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Config } from './config/env.js';
 import { initBackend } from './inference/backend.js';
 import { createServices, type Services } from './services.js';
@@ -14,7 +14,10 @@ import { schemaRoutes } from './http/routes/schema.js';
 import { modelRoutes } from './http/routes/models.js';
 import { segmentRoutes } from './http/routes/segments.js';
 import { userRoutes } from './http/routes/users.js';
+import { audienceScoringRoutes } from './http/routes/audience-scoring.js';
 import { modelImportRoutes } from './http/routes/models-import.js';
+import { jobRoutes } from './http/routes/jobs.js';
+import { datasetRoutes } from './http/routes/datasets.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -54,6 +57,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
       security: [{ bearer: [] }],
     },
     transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   // Multipart uploads (model import); per-file and total size capped by UPLOAD_LIMIT_BYTES.
@@ -75,7 +79,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(modelRoutes);
   await app.register(segmentRoutes);
   await app.register(userRoutes);
+  await app.register(audienceScoringRoutes);
   await app.register(modelImportRoutes);
+  await app.register(jobRoutes);
+  await app.register(datasetRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -14,6 +14,8 @@ import { attachShadowScoring } from './inference/shadow.js';
 import { SegmentService } from './segments/segment-service.js';
 import { RedisMembershipStore } from './segments/redis-membership-store.js';
 import { MemoryMembershipStore } from './segments/memory-membership-store.js';
+import { ScoringJobs } from './segments/scoring-jobs.js';
+import { JobManager } from './training/job-manager.js';
 
 /** The app's long-lived dependencies, built once and decorated onto Fastify as `app.services`. */
 export interface Services {
@@ -26,6 +28,9 @@ export interface Services {
   scorer: Scorer;
   lifecycle: Lifecycle;
   segments: SegmentService;
+  scoringJobs: ScoringJobs;
+  /** Retraining jobs (worker threads, one at a time). */
+  jobs: JobManager;
   redis?: Redis;
   close(): Promise<void>;
 }
@@ -60,6 +65,14 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const membershipStore = redis ? new RedisMembershipStore(redis, ttlDays * 86_400) : new MemoryMembershipStore();
   const segments = new SegmentService(membershipStore, models, cache, log, { ttlDays, retainFeatures: config.FEATURE_RETENTION === 'on' });
   await segments.start(scorer);
+  const scoringJobs = new ScoringJobs(scorer, models, segments, log);
+  // Memberships record the model version: after an activation requested here, re-score kept users.
+  lifecycle.onActivated((version, action) => {
+    if (config.FEATURE_RETENTION === 'off') return;
+    const job = scoringJobs.rescoreAll();
+    log.info({ job: job.id, version, action }, 're-scoring users with kept features');
+  });
+  const jobs = new JobManager(store, lifecycle, models, log, { backend: config.TF_BACKEND });
   return {
     config,
     backend,
@@ -70,9 +83,12 @@ export async function createServices(config: Config, backend: string, log: Fasti
     scorer,
     lifecycle,
     segments,
+    scoringJobs,
+    jobs,
     redis,
     async close() {
       clearInterval(poll);
+      await jobs.close();
       await segments.close();
       await fleet.close();
       await models.close();

@@ -29,11 +29,15 @@ describe('loadConfig', () => {
   });
 
   it('coerces numbers and treats empty strings as unset', () => {
-    const c = loadConfig({ PORT: '9090', BATCH_MAX_WAIT_MS: '2', API_KEYS: '', REDIS_URL: '' });
+    const c = loadConfig({ PORT: '9090', BATCH_MAX_WAIT_MS: '2', REDIS_URL: '' });
     expect(c.PORT).toBe(9090);
     expect(c.BATCH_MAX_WAIT_MS).toBe(2);
-    expect(c.API_KEYS).toBeUndefined();
     expect(c.REDIS_URL).toBeUndefined();
+  });
+
+  it('refuses an empty API_KEYS instead of silently opening the service', () => {
+    expect(() => loadConfig({ API_KEYS: '' })).toThrow(/API_KEYS: set but empty/);
+    expect(() => loadConfig({ API_KEYS: ' , ' })).toThrow(/API_KEYS/);
   });
 
   it('ignores variables it does not own', () => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -88,6 +88,7 @@ describe('model lifecycle (single replica, no Redis)', () => {
 
   afterAll(async () => {
     await app?.close();
+    if (storeDir) rmSync(storeDir, { recursive: true, force: true });
   });
 
   const activate = (version: string, reason?: string) =>
@@ -195,7 +196,6 @@ describe('model lifecycle (single replica, no Redis)', () => {
     // Retired instances are disposed once drained (not while requests were still on them); the serving one is not.
     expect(spy.atRetire.map((r) => r.id)).toEqual([A, B, A]);
     for (const r of spy.atRetire) expect(r.disposed).toBe(r.inFlight === 0);
-    expect(spy.atRetire.some((r) => r.inFlight > 0)).toBe(true); // the drain path was exercised
     const [a1, b1, a2, b2] = spy.instances;
     for (const retired of [a1, b1, a2]) {
       expect(retired.inFlight).toBe(0);
@@ -203,6 +203,37 @@ describe('model lifecycle (single replica, no Redis)', () => {
     }
     expect(b2.isDisposed).toBe(false);
     expect(app.services.models.active).toBe(b2);
+  });
+
+  it('a swapped-out model is disposed only once the request still running on it has finished', async () => {
+    const old = app.services.models.active!;
+    expect(old.id).toBe(B);
+    // Pin the model exactly as a request does (LoadedModel.use) and keep that "request" open.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let scoredOnOld: number | undefined;
+    const slow = old.use(async (m) => {
+      await gate;
+      const row = new Float32Array(m.encoder.width);
+      scoredOnOld = await m.batcher.score(row);
+    });
+    const res = await activate(A, 'drain test');
+    expect(res.statusCode, res.body).toBe(200);
+    expect(app.services.models.active).not.toBe(old);
+    expect(old.inFlight).toBe(1);
+    expect(old.isDisposed).toBe(false);
+    const p = await predict({ ...shopperFeatureRows(1)[0], ProductRelated_Duration: 98765 });
+    expect(p.json().modelVersion).toBe(A);
+
+    release();
+    await slow;
+    expect(scoredOnOld).toBeGreaterThanOrEqual(0); // the pinned work still completed on the old model
+    expect(old.inFlight).toBe(0);
+    expect(old.isDisposed).toBe(true);
+
+    const back = await activate(B, 'drain test done');
+    expect(back.statusCode).toBe(200);
+    expect(await readyVersion()).toBe(B);
   });
 
   it('refuses a version whose weights fail verification (422 with the reason); the active model keeps answering', async () => {
@@ -228,6 +259,10 @@ describe('model lifecycle (single replica, no Redis)', () => {
   });
 
   it('rolls back to the previous version and records who (key fingerprint) and why', async () => {
+    // Re-activating the active version is recorded but is not a step to roll back to.
+    const again = await activate(B, 're-activate');
+    expect(again.statusCode).toBe(200);
+    expect(again.json().active).toBe(B);
     const res = await app.inject({ method: 'POST', url: '/v1/models/rollback', headers: ADMIN, payload: { reason: 'B looks off' } });
     expect(res.statusCode, res.body).toBe(200);
     expect(res.json()).toEqual({ active: A, canary: null });
@@ -239,7 +274,10 @@ describe('model lifecycle (single replica, no Redis)', () => {
     expect(hist.statusCode).toBe(200);
     const history = hist.json().history as { action: string; version: string; previous: string | null; by: string; reason?: string }[];
     expect(history[0]).toMatchObject({ action: 'rollback', version: A, previous: B, by: fingerprint(ADMIN_KEY), reason: 'B looks off' });
-    expect(history.slice(1, 4)).toEqual([
+    expect(history[1]).toMatchObject({ action: 'activate', version: B, previous: B, reason: 're-activate' });
+    expect(history[2]).toMatchObject({ action: 'activate', version: B, previous: A, reason: 'drain test done' });
+    expect(history[3]).toMatchObject({ action: 'activate', version: A, previous: B, reason: 'drain test' });
+    expect(history.slice(4, 7)).toEqual([
       expect.objectContaining({ action: 'activate', version: B, previous: A, by: fingerprint(ADMIN_KEY), reason: `swap under load to ${B}` }),
       expect.objectContaining({ action: 'activate', version: A, previous: B, by: fingerprint(ADMIN_KEY), reason: `swap under load to ${A}` }),
       expect.objectContaining({ action: 'activate', version: B, previous: A, by: fingerprint(ADMIN_KEY), reason: `swap under load to ${B}` }),

@@ -28,3 +28,14 @@ describe('openapi/openapi.json', () => {
     expect(doc.paths['/healthz'].get.security).toEqual([]); // probes need no key
   });
 });
+
+describe('openapi/openapi.json references', () => {
+  it('has no dangling $ref', () => {
+    const text = readFileSync(OPENAPI_PATH, 'utf8');
+    const doc = JSON.parse(text) as { components?: { schemas?: Record<string, unknown> } };
+    const defined = new Set(Object.keys(doc.components?.schemas ?? {}));
+    const referenced = [...text.matchAll(/"#\/components\/schemas\/([^"]+)"/g)].map((m) => m[1]);
+    expect(referenced.length).toBeGreaterThan(0);
+    expect(referenced.filter((r) => !defined.has(r))).toEqual([]);
+  });
+});

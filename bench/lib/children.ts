@@ -131,3 +131,9 @@ export async function getJson<T = Record<string, unknown>>(url: string, timeoutM
   const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
   return { status: res.status, body: (await res.json()) as T };
 }
+
+/** A bench child's counters: CPU time used (µs) and POST requests received (see bench/serve.ts). */
+export async function usageOf(server: ServerHandle): Promise<{ cpuUs: number; requests: number }> {
+  const { body } = await getJson<{ cpuUs: number; requests: number }>(`${server.url}/__bench/stats`);
+  return { cpuUs: body.cpuUs, requests: body.requests };
+}

@@ -1,6 +1,7 @@
-import type { BenchContext, ServiceStats } from './context.js';
+import { cpus } from 'node:os';
+import type { BenchContext } from './context.js';
 import type { ServerHandle } from './children.js';
-import { getJson } from './children.js';
+import { usageOf } from './children.js';
 import { fmt, loadTable, mergeResults, runLoad, table, type LoadResult } from './load.js';
 
 export interface Comparison {
@@ -32,8 +33,8 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
   const { durationSec, warmupSec, connections } = ctx.settings;
   const common = { connections, path: '/v1/predict', body: () => ctx.bodies.nextPredict() };
   const targets = [
-    { label: 'bare fastify', server: bareServer, runs: [] as LoadResult[], cpuUs: 0 },
-    { label: serviceLabel, server: service, runs: [] as LoadResult[], cpuUs: 0 },
+    { label: 'bare fastify', server: bareServer, runs: [] as LoadResult[], cpuUs: 0, genUs: 0, machine: { busy: 0, total: 0 } },
+    { label: serviceLabel, server: service, runs: [] as LoadResult[], cpuUs: 0, genUs: 0, machine: { busy: 0, total: 0 } },
   ];
   for (const t of targets) await runLoad({ ...common, label: t.label, url: t.server.url, durationSec: warmupSec, warmupSec: 0 });
 
@@ -44,7 +45,14 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
     const order = i % 2 === 0 ? targets : [...targets].reverse();
     for (const t of order) {
       const before = await cpuOf(t.server);
+      const gen = process.cpuUsage();
+      const m0 = machineTimes();
       t.runs.push(await runLoad({ ...common, label: t.label, url: t.server.url, durationSec: sliceSec, warmupSec: 0 }));
+      const m1 = machineTimes();
+      const g = process.cpuUsage(gen);
+      t.genUs += g.user + g.system;
+      t.machine.busy += m1.busy - m0.busy;
+      t.machine.total += m1.total - m0.total;
       t.cpuUs += (await cpuOf(t.server)) - before;
     }
   }
@@ -59,20 +67,32 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
   const svcCpu = svcT.cpuUs / Math.max(1, svc.responses);
   const scored = statsAfter.rowsScored - statsBefore.rowsScored;
   const batches = statsAfter.batches - statsBefore.batches;
-  const missShare = svc.responses ? scored / svc.responses : NaN;
+  // Requests the service received (autocannon drops in-flight ones when a slice ends, so this is
+  // a little more than the responses counted).
+  const received = statsAfter.requests - statsBefore.requests;
+  const missShare = received ? scored / received : NaN;
 
   ctx.log(loadTable([bare, svc]));
   ctx.log(`ratio service/bare (req/s): ${fmt.ratio(ratio)}   [${slices} interleaved ${sliceSec.toFixed(1)} s slices each; per-slice ratios ${sliceRatios.map(fmt.ratio).join(' ')}]`);
   ctx.log(
     table(
-      ['server CPU per response', 'µs/req', 'max req/s on one core'],
-      [
-        ['bare fastify', fmt.n(bareCpu), fmt.n(1e6 / bareCpu)],
-        [serviceLabel, fmt.n(svcCpu), fmt.n(1e6 / svcCpu)],
-      ],
+      ['CPU while loading', 'server µs/req', 'server core %', 'load-gen core %', 'machine busy % (2 cores, all processes)'],
+      targets.map((t) => {
+        const secs = t.runs.reduce((a, r) => a + r.durationSec, 0);
+        const n = t.runs.reduce((a, r) => a + r.responses, 0);
+        return [
+          t.label,
+          fmt.n(t.cpuUs / Math.max(1, n)),
+          fmt.n(t.cpuUs / 1e4 / secs),
+          fmt.n(t.genUs / 1e4 / secs),
+          fmt.n((100 * t.machine.busy) / Math.max(1, t.machine.total)),
+        ];
+      }),
     ),
   );
   ctx.log(`CPU-cost ratio bare/service: ${fmt.ratio(bareCpu / svcCpu)} (the throughput ratio if both were CPU-bound on a quiet core)`);
+  const bareRequests = (await usageOf(bareServer)).requests;
+  ctx.log(`POST requests since process start (incl. warm-ups; divide --cpu-prof times by these): service ${statsAfter.requests}, bare ${bareRequests}`);
   ctx.log(
     `model calls: ${fmt.n(scored)} rows in ${fmt.n(batches)} micro-batches (avg ${fmt.n(scored / Math.max(1, batches), 1)} rows/batch); ` +
       `cache-miss share ${fmt.n(missShare * 100, 1)}%; L2 hits ${statsAfter.l2Hits - statsBefore.l2Hits}, L2 errors ${statsAfter.l2Errors - statsBefore.l2Errors}; backend ${statsAfter.backend}`,
@@ -90,6 +110,17 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
   };
 }
 
+function machineTimes(): { busy: number; total: number } {
+  let busy = 0;
+  let total = 0;
+  for (const c of cpus()) {
+    const t = c.times;
+    busy += t.user + t.nice + t.sys + t.irq;
+    total += t.user + t.nice + t.sys + t.irq + t.idle;
+  }
+  return { busy, total };
+}
+
 async function cpuOf(server: ServerHandle): Promise<number> {
-  return (await getJson<Pick<ServiceStats, 'cpuUs'>>(`${server.url}/__bench/stats`)).body.cpuUs;
+  return (await usageOf(server)).cpuUs;
 }

@@ -155,4 +155,5 @@ export interface ServiceStats {
   l2Errors: number;
   backend: string;
   cpuUs: number;
+  requests: number;
 }

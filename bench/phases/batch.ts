@@ -1,5 +1,6 @@
 import type { Phase } from '../lib/context.js';
 import { fmt, loadTable } from '../lib/load.js';
+import { usageOf } from '../lib/children.js';
 
 const ROWS = Number(process.env.BENCH_BATCH_ROWS || 1000);
 const CONNECTIONS = Number(process.env.BENCH_BATCH_CONNECTIONS || 8);
@@ -15,7 +16,11 @@ export const batchPhase: Phase = {
     const service = await ctx.startService('service');
     const sample = ctx.bodies.nextBatch(ROWS);
     ctx.log(`service pid ${service.pid} backend ${String(service.info.backend)}; body ≈ ${fmt.n(sample.length / 1024)} KiB, ${CONNECTIONS} connections`);
+    let u0 = { cpuUs: 0, requests: 0 };
     const r = await ctx.load({
+      beforeMeasure: async () => {
+        u0 = await usageOf(service);
+      },
       label: `service batch x${ROWS}`,
       url: service.url,
       path: '/v1/predict/batch',
@@ -25,7 +30,10 @@ export const batchPhase: Phase = {
     });
     const rowsPerSec = r.reqPerSec * ROWS;
     ctx.log(loadTable([r]));
+    const u1 = await usageOf(service);
+    const usPerRow = (u1.cpuUs - u0.cpuUs) / Math.max(1, (u1.requests - u0.requests) * ROWS);
     ctx.log(`rows/s: ${fmt.n(rowsPerSec)} (req/s ${fmt.n(r.reqPerSec, 1)} × ${ROWS}); p99 ${fmt.ms(r.p99)} ms`);
+    ctx.log(`server CPU ${fmt.n(usPerRow, 1)} µs/row → at most ${fmt.n(1e6 / usPerRow)} rows/s per fully used core`);
     ctx.check('rows/s', '>= 150,000', fmt.n(rowsPerSec), rowsPerSec >= 150_000);
     ctx.check('failed requests', '0', `${r.non2xx + r.errors}`, r.non2xx + r.errors === 0);
     await service.stop();

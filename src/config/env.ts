@@ -36,15 +36,19 @@ export class ConfigError extends Error {}
 
 /** Parses the environment; a bad value throws a ConfigError naming each variable at fault. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // An empty variable means "use the default" — except API_KEYS, where empty must not silently open the service.
   const relevant = Object.fromEntries(
-    Object.keys(ConfigSchema.shape).map((k) => [k, env[k] === '' ? undefined : env[k]]),
+    Object.keys(ConfigSchema.shape).map((k) => [k, env[k] === '' && k !== 'API_KEYS' ? undefined : env[k]]),
   );
   const parsed = ConfigSchema.safeParse(relevant);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message} (got ${JSON.stringify(relevant[String(i.path[0])])})`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
-  if (parsed.data.API_KEYS !== undefined) parseApiKeys(parsed.data.API_KEYS); // fail at startup, not per request
+  if (parsed.data.API_KEYS !== undefined) {
+    // fail at startup, not per request
+    if (parseApiKeys(parsed.data.API_KEYS).length === 0) throw new ConfigError('invalid configuration:\n  API_KEYS: set but empty; unset it to run open (predict and read routes only)');
+  }
   return parsed.data;
 }
 

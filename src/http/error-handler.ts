@@ -6,12 +6,15 @@ import { AppError, type FieldIssue } from '../lib/errors.js';
 export function schemaIssues(error: unknown): FieldIssue[] {
   if (!hasZodFastifySchemaValidationErrors(error)) return [];
   const context = (error as { validationContext?: string }).validationContext ?? 'body';
-  return error.validation.map((v) => {
+  return error.validation.flatMap((v) => {
     const path = v.instancePath
       .split('/')
       .filter(Boolean)
       .reduce((acc, seg) => (/^\d+$/.test(seg) ? `${acc}[${seg}]` : acc ? `${acc}.${seg}` : seg), '');
-    return { path: path || context, message: v.message ?? 'invalid' };
+    // Unknown keys get one issue each, at their own path.
+    const keys = v.keyword === 'unrecognized_keys' ? ((v.params as { keys?: string[] }).keys ?? []) : [];
+    if (keys.length) return keys.map((k) => ({ path: path ? `${path}.${k}` : k, message: 'unknown field' }));
+    return [{ path: path || context, message: v.message ?? 'invalid' }];
   });
 }
 

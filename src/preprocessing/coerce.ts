@@ -2,6 +2,7 @@ import type { FeatureDef, FeatureSpec, FeatureValue, FeatureValues } from './fea
 
 import type { FieldIssue } from '../lib/errors.js';
 
+const FLOAT32_MAX = 3.4028234663852886e38;
 const TRUE_STRINGS = new Set(['true', 'TRUE', 'True']);
 const FALSE_STRINGS = new Set(['false', 'FALSE', 'False']);
 
@@ -42,8 +43,9 @@ function coerceValue(f: FeatureDef, v: unknown): FeatureValue | { error: string 
   if (v === null) return f.nullable ? null : { error: 'null is not allowed for this feature' };
   switch (f.type) {
     case 'numeric':
-      if (typeof v === 'number' && Number.isFinite(v)) return v;
-      return { error: `expected a finite number, got ${describe(v)}` };
+      // Beyond float32 range a value would encode to Infinity.
+      if (typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= FLOAT32_MAX) return v;
+      return { error: `expected a finite number within ±3.4e38, got ${describe(v)}` };
     case 'boolean':
       if (typeof v === 'boolean') return v;
       if (typeof v === 'string' && TRUE_STRINGS.has(v)) return true;

@@ -28,6 +28,7 @@ export class Lifecycle {
   private reconciling: Promise<void> = Promise.resolve();
   private pendingReconcile = false;
   private shadow = { version: '', n: 0, absDiff: 0, agree: 0, incompatible: 0 };
+  private activationListeners: ((version: string, action: string) => void)[] = [];
 
   constructor(
     private readonly store: ModelStore,
@@ -35,6 +36,15 @@ export class Lifecycle {
     private readonly fleet: FleetState,
     private readonly log: FastifyBaseLogger,
   ) {}
+
+  /** Called on the replica where an activation, rollback or promotion was requested, once it serves it. */
+  onActivated(listener: (version: string, action: string) => void): void {
+    this.activationListeners.push(listener);
+  }
+
+  private activated(version: string, action: string): void {
+    for (const l of this.activationListeners) l(version, action);
+  }
 
   state(): Promise<StoreState> {
     return this.fleet.read();
@@ -49,6 +59,7 @@ export class Lifecycle {
     state.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous, by: actor.by, reason: actor.reason });
     await this.fleet.write(state);
     await this.reconcile();
+    if (previous !== id) this.activated(id, 'activate');
     return state;
   }
 
@@ -68,6 +79,7 @@ export class Lifecycle {
     state.history.push({ at: new Date().toISOString(), action: 'rollback', version: previous, previous: current, by: actor.by, reason: actor.reason });
     await this.fleet.write(state);
     await this.reconcile();
+    this.activated(previous, 'rollback');
     return state;
   }
 
@@ -93,6 +105,7 @@ export class Lifecycle {
     state.history.push({ at: new Date().toISOString(), action: 'promote', version: id, previous, by: actor.by, reason: actor.reason });
     await this.fleet.write(state);
     await this.reconcile();
+    this.activated(id, 'promote');
     return state;
   }
 
@@ -118,6 +131,11 @@ export class Lifecycle {
         if (active) await this.models.serveActive(active);
         const canary = state.canary && this.store.has(state.canary.version) ? state.canary : null;
         await this.models.serveCanary(canary?.version ?? null);
+        // A new shadow session starts from zero on every replica, not only on the one that started it.
+        const prev = this.canaryConfig;
+        if (canary?.mode === 'shadow' && (prev?.mode !== 'shadow' || prev.version !== canary.version)) {
+          this.shadow = { version: canary.version, n: 0, absDiff: 0, agree: 0, incompatible: 0 };
+        }
         this.canaryConfig = canary;
       } catch (err) {
         this.log.error({ err: (err as Error).message }, 'could not apply model state; still serving the current model');

@@ -22,8 +22,9 @@ export interface Profile {
   shareOfScoredUsers: number;
   sample: { members: number; population: number; sampled: boolean };
   score: { mean: number; median: number; histogram: { bin: string; count: number }[] };
-  features: FeatureProfile[];
-  distinctive: { feature: string; distinctiveness: number; text: string }[];
+  /** Absent when no sampled member has kept features (FEATURE_RETENTION=off): scores and personas only. */
+  features?: FeatureProfile[];
+  distinctive?: { feature: string; distinctiveness: number; text: string }[];
   personas: { id: number; share: number }[];
 }
 
@@ -90,8 +91,7 @@ export function computeProfile(
     shareOfScoredUsers: counts.scoredUsers ? counts.size / counts.scoredUsers : 0,
     sample: { members: members.length, population: population.length, sampled: members.length < counts.size || population.length < counts.scoredUsers },
     score: { mean: probs.length ? probs.reduce((a, b) => a + b, 0) / probs.length : 0, median: quantile(probs, 0.5), histogram },
-    features,
-    distinctive,
+    ...(withFeatures.length ? { features, distinctive } : {}),
     personas: [...personaCounts].map(([id, n]) => ({ id, share: n / Math.max(1, members.length) })).sort((a, b) => b.share - a.share),
   };
 }

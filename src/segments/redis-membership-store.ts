@@ -62,7 +62,7 @@ export class RedisMembershipStore implements MembershipStore {
       }
     }
     for (const id of touched) p.hset(K.updated, id, String(now));
-    await p.exec();
+    await execOrThrow(p);
   }
 
   async page(segmentId: string, q: PageQuery) {
@@ -119,7 +119,7 @@ export class RedisMembershipStore implements MembershipStore {
     for (const k of segKeys) p.zrem(k, userId);
     p.del(K.user(userId));
     p.zrem(K.seen, userId);
-    const res = (await p.exec()) ?? [];
+    const res = await execOrThrow(p);
     const segments = segKeys.filter((_, i) => Number(res[i]?.[1]) > 0).map((k) => k.slice('pi:seg:'.length));
     return {
       segments,
@@ -146,7 +146,7 @@ export class RedisMembershipStore implements MembershipStore {
         p.del(K.user(id));
         p.zrem(K.seen, id);
       }
-      await p.exec();
+      await execOrThrow(p);
       removed += ids.length;
     }
   }
@@ -201,6 +201,18 @@ export class RedisMembershipStore implements MembershipStore {
     });
     return out;
   }
+}
+
+/**
+ * ioredis resolves a pipeline even when its commands fail (e.g. "Stream isn't writeable" while
+ * Redis is down): each result carries its own error. A write that did not happen must reject, so
+ * callers can count dropped memberships and erasure never reports success it did not achieve.
+ */
+async function execOrThrow(p: ReturnType<Redis['pipeline']>): Promise<[Error | null, unknown][]> {
+  const res = (await p.exec()) ?? [];
+  const failed = res.find(([err]) => err);
+  if (failed) throw failed[0];
+  return res;
 }
 
 function toUser(userId: string, h: Record<string, string>): UserRecord {

@@ -16,7 +16,11 @@ const Ops = z
     lt: z.number().optional(),
     lte: z.number().optional(),
     in: z.array(Scalar).min(1).max(1000).optional(),
-    between: z.tuple([z.number(), z.number()]).optional(),
+    // A reversed range can never match: reject it rather than store a segment that is always empty.
+    between: z
+      .tuple([z.number(), z.number()])
+      .refine(([lo, hi]) => lo <= hi, 'between takes [low, high] with low ≤ high')
+      .optional(),
   })
   .strict();
 type Ops = z.infer<typeof Ops>;
@@ -45,7 +49,7 @@ export const RuleSchema: z.ZodType<Rule> = z.lazy(() =>
     FeatureLeaf,
     ScoreLeaf,
   ]),
-) as z.ZodType<Rule>;
+).meta({ id: 'SegmentRule' }) as z.ZodType<Rule>;
 
 export function referencedFeatures(rule: Rule, out = new Set<string>()): Set<string> {
   if ('all' in rule) rule.all.forEach((r) => referencedFeatures(r, out));

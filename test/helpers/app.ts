@@ -1,4 +1,4 @@
-import { mkdtempSync, cpSync } from 'node:fs';
+import { mkdtempSync, cpSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { buildApp } from '../../src/app.js';
@@ -15,6 +15,9 @@ export function copyDefaultStore(): string {
 
 /** Builds the real app from an environment-like record (same path as production startup). */
 export async function buildTestApp(env: Record<string, string | undefined> = {}) {
-  const config = loadConfig({ MODEL_STORE: copyDefaultStore(), LOG_LEVEL: 'silent', TF_BACKEND: 'wasm', ...env });
-  return buildApp(config);
+  const ownStore = env.MODEL_STORE === undefined ? copyDefaultStore() : undefined;
+  const config = loadConfig({ MODEL_STORE: ownStore, LOG_LEVEL: 'silent', TF_BACKEND: 'wasm', ...env });
+  const app = await buildApp(config);
+  if (ownStore) app.addHook('onClose', async () => rmSync(ownStore, { recursive: true, force: true }));
+  return app;
 }

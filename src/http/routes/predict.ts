@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { errorResponses, Prediction, PredictRequest } from '../schemas.js';
 import { schemaIssues } from '../error-handler.js';
+import { ValidationError } from '../../lib/errors.js';
 
 export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
   const { scorer, auth, config } = app.services;
@@ -22,8 +23,10 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      const issues = schemaIssues(request.validationError);
+      // Feature values are checked against the model's spec, which names the problem precisely.
+      const issues = schemaIssues(request.validationError).filter((i) => !i.path.startsWith('features.'));
       const body = request.body as Partial<z.infer<typeof PredictRequest>> | undefined;
+      if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError(issues);
       const explain = (request.query as { explain?: string } | undefined)?.explain === 'true';
       return scorer.predictOne({ userId: body?.userId, sessionId: body?.sessionId, features: body?.features }, issues, { explain });
     },
@@ -47,7 +50,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      const issues = schemaIssues(request.validationError);
+      const issues = schemaIssues(request.validationError).filter((i) => !/^instances\[\d+\]\.features\./.test(i.path));
       const body = request.body as { instances?: unknown } | undefined;
       const instances = Array.isArray(body?.instances) ? (body.instances as { features?: unknown; userId?: string }[]) : [];
       if (issues.some((i) => i.path === 'instances' || i.path === 'body')) {

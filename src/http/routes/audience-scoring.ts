@@ -1,0 +1,47 @@
+import { randomUUID } from 'node:crypto';
+import { createWriteStream, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { ErrorBody, errorResponses } from '../schemas.js';
+import { AppError, ValidationError } from '../../lib/errors.js';
+
+/** Audience builds: score a CSV of userId + features in the background, updating memberships. */
+export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { auth, config, scoringJobs } = app.services;
+  const limit = config.UPLOAD_LIMIT_BYTES;
+
+  app.post(
+    '/v1/segments/score',
+    {
+      preHandler: auth.require('segments'),
+      schema: {
+        tags: ['segments'],
+        summary: 'Score an audience CSV (userId + feature columns) as a background job',
+        description:
+          'multipart/form-data with one CSV file part. Rows are scored in chunks of 1,000 with the active model and update ' +
+          'segment memberships; invalid rows are counted and the first errors reported. Follow the job at GET /v1/jobs/:id.',
+        consumes: ['multipart/form-data'],
+        response: { 202: z.object({ jobId: z.string(), statusUrl: z.string() }), ...errorResponses, 413: ErrorBody, 415: ErrorBody },
+      },
+    },
+    async (request, reply) => {
+      if (!request.isMultipart()) throw new AppError(415, 'unsupported_media_type', 'send multipart/form-data with one CSV file part');
+      const part = await request.file({ limits: { fileSize: limit, files: 1 } });
+      if (!part) throw new ValidationError([{ path: 'file', message: 'required: one file part with the CSV' }]);
+      const path = join(tmpdir(), `audience-${randomUUID()}.csv`); // removed by the job when done
+      try {
+        await pipeline(part.file, createWriteStream(path));
+        if (part.file.truncated) throw new AppError(413, 'payload_too_large', `file exceeds UPLOAD_LIMIT_BYTES (${limit} bytes)`);
+      } catch (err) {
+        rmSync(path, { force: true });
+        if ((err as { statusCode?: number }).statusCode === 413) throw new AppError(413, 'payload_too_large', `file exceeds UPLOAD_LIMIT_BYTES (${limit} bytes)`);
+        throw err;
+      }
+      const job = scoringJobs.scoreCsv(path);
+      return reply.code(202).send({ jobId: job.id, statusUrl: `/v1/jobs/${job.id}` });
+    },
+  );
+};

@@ -1,0 +1,88 @@
+import { randomUUID } from 'node:crypto';
+import { createWriteStream, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { ErrorBody, errorResponses } from '../schemas.js';
+import { AppError, ValidationError } from '../../lib/errors.js';
+import { readCsvFile } from '../../dataset/read-csv.js';
+import { inferColumnType } from '../../dataset/infer-types.js';
+import { uploadPath, uploadsDir } from '../../dataset/resolve-path.js';
+
+const DatasetSummary = z
+  .object({
+    uploadId: z.string().describe('Pass as dataset.uploadId to POST /v1/models/retrain'),
+    bytes: z.number(),
+    columns: z.array(z.object({ name: z.string(), type: z.enum(['numeric', 'boolean', 'categorical']), blanks: z.number() })),
+    rows: z.number(),
+    delimiter: z.string(),
+  })
+  .meta({ id: 'DatasetUpload' });
+
+/** CSV uploads (admin) for retraining: streamed to DATA_DIR/uploads/<uploadId>.csv, then schema-inferred. */
+export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { auth, config } = app.services;
+  const limit = config.UPLOAD_LIMIT_BYTES;
+
+  app.post(
+    '/v1/datasets',
+    {
+      preHandler: auth.require('admin'),
+      schema: {
+        tags: ['datasets'],
+        summary: 'Upload a CSV for retraining; answers its inferred schema',
+        description:
+          `multipart/form-data with one file part (any field name) holding a comma- or semicolon-separated CSV with a header row. ` +
+          `At most ${limit} bytes (UPLOAD_LIMIT_BYTES); larger uploads answer 413 and nothing is kept.`,
+        consumes: ['multipart/form-data'],
+        response: { 201: DatasetSummary, ...errorResponses, 413: ErrorBody, 415: ErrorBody },
+      },
+    },
+    async (request, reply) => {
+      if (!request.isMultipart()) throw new AppError(415, 'unsupported_media_type', 'send multipart/form-data with one CSV file part');
+      const part = await request.file({ limits: { fileSize: limit, files: 1 } });
+      if (!part) throw new ValidationError([{ path: 'file', message: 'required: one file part with the CSV' }]);
+
+      const dir = uploadsDir(config.DATA_DIR);
+      mkdirSync(dir, { recursive: true });
+      const uploadId = randomUUID();
+      const partial = join(dir, `.${uploadId}.csv.part`); // renamed into place only when complete
+      const tooLarge = () => new AppError(413, 'payload_too_large', `file "${part.filename}" exceeds UPLOAD_LIMIT_BYTES (${limit} bytes)`);
+      try {
+        await pipeline(part.file, createWriteStream(partial, { flags: 'wx' }));
+      } catch (err) {
+        rmSync(partial, { force: true });
+        if ((err as { statusCode?: number }).statusCode === 413) throw tooLarge();
+        throw err;
+      }
+      if (part.file.truncated) {
+        rmSync(partial, { force: true });
+        throw tooLarge();
+      }
+
+      const bytes = statSync(partial).size;
+      let summary: z.infer<typeof DatasetSummary>;
+      try {
+        const table = readCsvFile(partial);
+        if (table.rows.length === 0) throw new Error('the CSV has a header but no rows');
+        summary = {
+          uploadId,
+          bytes,
+          rows: table.rows.length,
+          delimiter: table.delimiter,
+          columns: table.columns.map((name) => {
+            const values = table.rows.map((r) => r[name] ?? '');
+            return { name, type: inferColumnType(values), blanks: values.filter((v) => v.trim() === '').length };
+          }),
+        };
+      } catch (err) {
+        rmSync(partial, { force: true });
+        throw new ValidationError([{ path: 'file', message: `not a usable CSV: ${(err as Error).message}` }]);
+      }
+      renameSync(partial, uploadPath(config.DATA_DIR, uploadId));
+      request.log.info({ uploadId, bytes, rows: summary.rows, by: request.actor }, 'dataset uploaded');
+      return reply.code(201).send(summary);
+    },
+  );
+};

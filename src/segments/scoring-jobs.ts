@@ -1,0 +1,190 @@
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import { createReadStream, rmSync } from 'node:fs';
+import { parse } from 'csv-parse';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Scorer } from '../inference/scorer.js';
+import type { ModelManager } from '../registry/model-manager.js';
+import type { SegmentService } from './segment-service.js';
+import { coerceFeatures, parseCell } from '../preprocessing/coerce.js';
+import { detectDelimiter } from '../dataset/read-csv.js';
+import { notFound, unavailable } from '../lib/errors.js';
+import { readFileSync } from 'node:fs';
+
+export type ScoringJobKind = 'score-audience' | 'rescore';
+export type ScoringJobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface ScoringJobView {
+  id: string;
+  kind: ScoringJobKind;
+  status: ScoringJobStatus;
+  modelVersion: string | null;
+  rowsDone: number;
+  scored: number;
+  invalid: number;
+  errors: { row: number; path: string; message: string }[];
+  segments: Record<string, number>;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  error: string | null;
+}
+
+const CHUNK = 1000;
+const MAX_ERRORS = 20;
+
+/**
+ * Background scoring in the serving process: audience CSV uploads and re-scoring of users whose
+ * features are kept after an activation. Works in chunks of 1,000 rows through the batch scorer and
+ * yields to the event loop between chunks, so predictions keep flowing.
+ */
+export class ScoringJobs extends EventEmitter {
+  private readonly jobs = new Map<string, { view: ScoringJobView; cancel: boolean }>();
+
+  constructor(
+    private readonly scorer: Scorer,
+    private readonly models: ModelManager,
+    private readonly segments: SegmentService,
+    private readonly log: FastifyBaseLogger,
+  ) {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  has(id: string): boolean {
+    return this.jobs.has(id);
+  }
+
+  get(id: string): ScoringJobView {
+    const j = this.jobs.get(id);
+    if (!j) throw notFound(`job ${id}`);
+    return structuredClone(j.view);
+  }
+
+  cancel(id: string): ScoringJobView {
+    const j = this.jobs.get(id);
+    if (!j) throw notFound(`job ${id}`);
+    if (j.view.status === 'queued' || j.view.status === 'running') j.cancel = true;
+    return this.get(id);
+  }
+
+  /** Scores a CSV with a userId column plus the active model's features; the file is removed after. */
+  scoreCsv(path: string, userIdColumn = 'userId'): ScoringJobView {
+    if (!this.models.active) throw unavailable('no model is loaded');
+    return this.start('score-audience', async (job, emitChunk) => {
+      const spec = this.models.active!.spec;
+      const delimiter = detectDelimiter(readFileSync(path, 'utf8').slice(0, 64 * 1024));
+      const parser = createReadStream(path).pipe(parse({ columns: true, delimiter, bom: true, trim: true, skip_empty_lines: true, relax_column_count: true }));
+      let rows: { userId: string; features: Record<string, unknown>; row: number }[] = [];
+      let n = 0;
+      try {
+        for await (const rec of parser as AsyncIterable<Record<string, string>>) {
+          n++;
+          const userId = rec[userIdColumn]?.trim();
+          if (!userId) {
+            job.invalid++;
+            pushError(job, { row: n, path: userIdColumn, message: 'missing userId' });
+            continue;
+          }
+          const features = Object.fromEntries(spec.features.filter((f) => f.name in rec).map((f) => [f.name, parseCell(f.type, rec[f.name])]));
+          rows.push({ userId, features, row: n });
+          if (rows.length >= CHUNK) {
+            await emitChunk(rows);
+            rows = [];
+          }
+        }
+        if (rows.length) await emitChunk(rows);
+      } finally {
+        rmSync(path, { force: true });
+      }
+    });
+  }
+
+  /** Re-scores every user whose last features are kept, with the model now active. */
+  rescoreAll(): ScoringJobView {
+    return this.start('rescore', async (_job, emitChunk) => {
+      for await (const users of this.segments.store.users(CHUNK)) {
+        const withFeatures = users.filter((u) => u.features);
+        if (withFeatures.length) await emitChunk(withFeatures.map((u, i) => ({ userId: u.userId, features: u.features!, row: i })));
+      }
+    });
+  }
+
+  private start(
+    kind: ScoringJobKind,
+    run: (job: ScoringJobView, emitChunk: (rows: { userId: string; features: Record<string, unknown>; row: number }[]) => Promise<void>) => Promise<void>,
+  ): ScoringJobView {
+    const id = randomUUID();
+    const view: ScoringJobView = {
+      id,
+      kind,
+      status: 'queued',
+      modelVersion: this.models.active?.id ?? null,
+      rowsDone: 0,
+      scored: 0,
+      invalid: 0,
+      errors: [],
+      segments: {},
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      finishedAt: null,
+      error: null,
+    };
+    const entry = { view, cancel: false };
+    this.jobs.set(id, entry);
+    const emit = () => this.emit('job', { type: 'status', jobId: id, job: structuredClone(view) });
+
+    const emitChunk = async (rows: { userId: string; features: Record<string, unknown>; row: number }[]) => {
+      if (entry.cancel) throw new Cancelled();
+      await new Promise((r) => setImmediate(r)); // let requests through between chunks
+      const spec = this.models.active?.spec;
+      if (!spec) throw new Error('no model is loaded');
+      const valid = rows.filter((r) => {
+        const { issues } = coerceFeatures(spec, r.features);
+        if (issues.length) {
+          view.invalid++;
+          for (const i of issues.slice(0, 3)) pushError(view, { row: r.row, path: i.path, message: i.message });
+        }
+        return issues.length === 0;
+      });
+      if (valid.length) {
+        const res = await this.scorer.predictMany(valid.map((r) => ({ userId: r.userId, features: r.features })));
+        view.modelVersion = res.modelVersion;
+        view.scored += valid.length;
+        for (const [i, p] of res.predictions.entries()) {
+          const segs = this.segments.membershipsOf(valid[i].features as never, p.probability, p.persona?.id ?? null);
+          for (const s of segs) view.segments[s] = (view.segments[s] ?? 0) + 1;
+        }
+      }
+      view.rowsDone += rows.length;
+      emit();
+    };
+
+    queueMicrotask(async () => {
+      view.status = 'running';
+      view.startedAt = new Date().toISOString();
+      emit();
+      try {
+        await run(view, emitChunk);
+        await this.segments.flush();
+        view.status = 'succeeded';
+      } catch (err) {
+        if (err instanceof Cancelled) view.status = 'cancelled';
+        else {
+          view.status = 'failed';
+          view.error = (err as Error).message;
+          this.log.warn({ job: id, kind, err: view.error }, 'scoring job failed');
+        }
+      }
+      view.finishedAt = new Date().toISOString();
+      emit();
+    });
+    return structuredClone(view);
+  }
+}
+
+class Cancelled extends Error {}
+
+function pushError(job: ScoringJobView, e: { row: number; path: string; message: string }) {
+  if (job.errors.length < MAX_ERRORS) job.errors.push(e);
+}
