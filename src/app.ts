@@ -15,6 +15,7 @@ import { modelRoutes } from './http/routes/models.js';
 import { segmentRoutes } from './http/routes/segments.js';
 import { userRoutes } from './http/routes/users.js';
 import { audienceScoringRoutes } from './http/routes/audience-scoring.js';
+import { metricsRoutes } from './http/routes/metrics.js';
 import { modelImportRoutes } from './http/routes/models-import.js';
 import { jobRoutes } from './http/routes/jobs.js';
 import { datasetRoutes } from './http/routes/datasets.js';
@@ -74,6 +75,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   if (services.auth.open) app.log.warn('API_KEYS is not set: predict and read routes are open, admin routes are refused');
 
   await app.register(healthRoutes);
+  await app.register(metricsRoutes);
   await app.register(schemaRoutes);
   await app.register(predictRoutes);
   await app.register(modelRoutes);

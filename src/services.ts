@@ -15,6 +15,7 @@ import { SegmentService } from './segments/segment-service.js';
 import { RedisMembershipStore } from './segments/redis-membership-store.js';
 import { MemoryMembershipStore } from './segments/memory-membership-store.js';
 import { ScoringJobs } from './segments/scoring-jobs.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
 import { JobManager } from './training/job-manager.js';
 
 /** The app's long-lived dependencies, built once and decorated onto Fastify as `app.services`. */
@@ -29,6 +30,7 @@ export interface Services {
   lifecycle: Lifecycle;
   segments: SegmentService;
   scoringJobs: ScoringJobs;
+  metrics: Metrics;
   /** Retraining jobs (worker threads, one at a time). */
   jobs: JobManager;
   redis?: Redis;
@@ -44,7 +46,12 @@ export async function createServices(config: Config, backend: string, log: Fasti
     { maxEntries: config.CACHE_MAX_ENTRIES, ttlSeconds: config.CACHE_TTL_SECONDS, redisTimeoutMs: config.REDIS_TIMEOUT_MS },
     redis,
   );
-  const models = new ModelManager(store, { maxBatch: config.BATCH_MAX_SIZE, maxWaitMs: config.BATCH_MAX_WAIT_MS }, log);
+  const metrics = createMetrics();
+  const models = new ModelManager(
+    store,
+    { maxBatch: config.BATCH_MAX_SIZE, maxWaitMs: config.BATCH_MAX_WAIT_MS, onBatch: (rows) => metrics.batchSize.observe(rows) },
+    log,
+  );
   // Versions copied into the store by hand are registered (validated, checksummed) at startup.
   const scan = await scanStore(store);
   if (scan.added.length) log.info({ added: scan.added }, 'registered versions found in the store');
@@ -60,6 +67,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const scorer = new Scorer(models, cache);
   scorer.router = (userId) => lifecycle.route(userId);
   attachShadowScoring(scorer, lifecycle, log);
+  scorer.onScored((e) => metrics.predictions.inc({ version: e.prediction.modelVersion, cached: String(e.prediction.cached) }));
 
   const ttlDays = config.MEMBERSHIP_TTL_DAYS;
   const membershipStore = redis ? new RedisMembershipStore(redis, ttlDays * 86_400) : new MemoryMembershipStore();
@@ -84,6 +92,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
     lifecycle,
     segments,
     scoringJobs,
+    metrics,
     jobs,
     redis,
     async close() {

@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp } from './helpers/app.js';
+import { buildTestApp, copyDefaultStore } from './helpers/app.js';
 import { expectError, pathsOf, until } from './helpers/http.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
 import { BUNDLED_VERSION } from './helpers/second-version.js';
@@ -125,6 +125,7 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
 
   afterAll(async () => {
     await app?.close();
+    for (const d of [dataDir, outside]) if (d) rmSync(d, { recursive: true, force: true });
   });
 
   it('runs a job to success: progress, a new inactive version in the store, service unchanged; a second POST meanwhile is 409', async () => {
@@ -245,9 +246,11 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
   }, 120_000);
 
   it('closing the app stops a running job (cancelled, nothing left in the store) and ends its event stream', async () => {
-    const other = await buildTestApp({ API_KEYS, DATA_DIR: dataDir });
+    const storeDir = copyDefaultStore(); // our own, so it outlives close() for the check below
+    const versionsDir = join(storeDir, 'versions');
+    const other = await buildTestApp({ API_KEYS, DATA_DIR: dataDir, MODEL_STORE: storeDir });
     await other.ready();
-    const entriesBefore = readdirSync(other.services.store.versionsDir).sort();
+    const entriesBefore = readdirSync(versionsDir).sort();
     const res = await other.inject({
       method: 'POST',
       url: '/v1/models/retrain',
@@ -262,7 +265,8 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     await other.close();
     expect((await stream).statusCode).toBe(200);
     expect(other.services.jobs.get(jobId)).toMatchObject({ status: 'cancelled', version: null });
-    expect(readdirSync(other.services.store.versionsDir).sort()).toEqual(entriesBefore);
+    expect(readdirSync(versionsDir).sort()).toEqual(entriesBefore);
+    rmSync(storeDir, { recursive: true, force: true });
   }, 120_000);
 
   it('fails a job on bad data (label column missing, single class) with the reason; the service keeps predicting', async () => {

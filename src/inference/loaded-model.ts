@@ -20,7 +20,7 @@ export class LoadedModel {
     readonly id: string,
     readonly spec: FeatureSpec,
     private readonly model: tf.LayersModel,
-    batching: { maxBatch: number; maxWaitMs: number },
+    batching: { maxBatch: number; maxWaitMs: number; onBatch?: (rows: number) => void },
     /** Learned personas stored with the version (absent for imported models). */
     readonly personas: Personas | null = null,
   ) {

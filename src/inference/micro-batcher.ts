@@ -12,7 +12,7 @@ export class MicroBatcher {
   constructor(
     private readonly width: number,
     private readonly runBatch: (data: Float32Array, rows: number) => Float32Array,
-    private readonly opts: { maxBatch: number; maxWaitMs: number },
+    private readonly opts: { maxBatch: number; maxWaitMs: number; onBatch?: (rows: number) => void },
   ) {}
 
   score(row: Float32Array): Promise<number> {
@@ -45,6 +45,7 @@ export class MicroBatcher {
       const out = this.runBatch(data, rows.length);
       this.batches++;
       this.rowsScored += rows.length;
+      this.opts.onBatch?.(rows.length);
       waiters.forEach((w, i) => w.resolve(out[i]));
     } catch (err) {
       waiters.forEach((w) => w.reject(err));

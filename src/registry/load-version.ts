@@ -13,7 +13,7 @@ import { join } from 'node:path';
 export async function loadVersion(
   store: ModelStore,
   id: string,
-  batching: { maxBatch: number; maxWaitMs: number },
+  batching: { maxBatch: number; maxWaitMs: number; onBatch?: (rows: number) => void },
 ): Promise<LoadedModel> {
   if (!store.has(id)) throw new Error(`version ${id} not found`);
   store.verify(id);

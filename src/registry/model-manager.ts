@@ -7,6 +7,7 @@ import type { LoadedModel } from '../inference/loaded-model.js';
 export interface Batching {
   maxBatch: number;
   maxWaitMs: number;
+  onBatch?: (rows: number) => void;
 }
 
 /**
