@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from './config/env.js';
 import { Authenticator } from './http/auth.js';
 import { ScoreCache } from './cache/score-cache.js';
-import { createRedis } from './cache/redis-client.js';
+import { createRedis, waitForRedis } from './cache/redis-client.js';
 import { ModelStore } from './registry/model-store.js';
 import { ModelManager } from './registry/model-manager.js';
 import { Scorer } from './inference/scorer.js';
@@ -42,6 +42,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const store = new ModelStore(config.MODEL_STORE);
   store.sweepTemp();
   const redis = config.REDIS_URL ? createRedis(config.REDIS_URL, log) : undefined;
+  if (redis && !(await waitForRedis(redis, 2000))) log.warn('redis not reachable at startup; serving from local state and reconnecting in the background');
   const cache = new ScoreCache(
     { maxEntries: config.CACHE_MAX_ENTRIES, ttlSeconds: config.CACHE_TTL_SECONDS, redisTimeoutMs: config.REDIS_TIMEOUT_MS },
     redis,

@@ -7,6 +7,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Who made the request, for audit records (key fingerprint or "anonymous"). */
     actor?: string;
+    /** Scopes of the key that authenticated the request (open mode: predict and segments). */
+    scopes?: ReadonlySet<Scope>;
   }
 }
 
@@ -42,13 +44,22 @@ export class Authenticator {
       if (this.open) {
         if (scope === 'admin') return done(new AppError(403, 'forbidden', 'admin routes are disabled: set API_KEYS with an admin key'));
         request.actor = 'anonymous';
+        request.scopes = OPEN_SCOPES;
         return done();
       }
       const found = this.scopesFor(request.headers.authorization);
       if (!found) return done(new AppError(401, 'unauthorized', 'missing or invalid API key (Authorization: Bearer <key>)'));
       if (scope !== 'read' && !found.scopes.has(scope)) return done(new AppError(403, 'forbidden', `this API key lacks the "${scope}" scope`));
       request.actor = found.actor;
+      request.scopes = found.scopes;
       done();
     };
   }
+
+  /** Throws 403 unless the authenticated request holds `scope` (for checks that depend on the resource). */
+  static assertScope(request: FastifyRequest, scope: Scope, what: string): void {
+    if (!request.scopes?.has(scope)) throw new AppError(403, 'forbidden', `${what} needs the "${scope}" scope`);
+  }
 }
+
+const OPEN_SCOPES: ReadonlySet<Scope> = new Set<Scope>(['predict', 'segments']);

@@ -16,7 +16,9 @@ export const errorResponses = {
   503: ErrorBody,
 } as const;
 
-const FeatureValue = z.union([z.number(), z.string(), z.boolean(), z.null()]);
+// Values are checked against the active model's feature spec (coerceFeatures), which knows each
+// feature's type and names the exact problem; the edge schema only requires an object.
+const FeatureValue = z.unknown().meta({ description: 'number | string | boolean | null, per GET /v1/schema' });
 
 export const PredictRequest = z
   .object({

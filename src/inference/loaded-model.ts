@@ -1,5 +1,6 @@
 import { tf } from './backend.js';
 import { MicroBatcher } from './micro-batcher.js';
+import { compileDenseChain, disposeDenseChain, runDenseChain, type DenseStep } from './dense-chain.js';
 import { Encoder } from '../preprocessing/transform.js';
 import type { FeatureSpec } from '../preprocessing/feature-spec.js';
 import { assignPersona, type Personas } from '../segments/personas.js';
@@ -15,6 +16,7 @@ export class LoadedModel {
   private refs = 0;
   private retired = false;
   private disposed = false;
+  private readonly chain: DenseStep[] | null;
 
   constructor(
     readonly id: string,
@@ -32,6 +34,7 @@ export class LoadedModel {
       );
     }
     if (outShape?.[1] !== 1) throw new Error(`model must output one probability per row, output shape is ${JSON.stringify(outShape)}`);
+    this.chain = compileDenseChain(model);
     this.batcher = new MicroBatcher(this.encoder.width, (data, rows) => this.predictSync(data, rows), batching);
   }
 
@@ -39,7 +42,8 @@ export class LoadedModel {
   predictSync(data: Float32Array, rows: number): Float32Array {
     if (this.disposed) throw new Error(`model ${this.id} is disposed`);
     return tf.tidy(() => {
-      const out = this.model.predictOnBatch(tf.tensor2d(data, [rows, this.encoder.width])) as tf.Tensor;
+      const x = tf.tensor2d(data, [rows, this.encoder.width]);
+      const out = this.chain ? runDenseChain(this.chain, x) : (this.model.predictOnBatch(x) as tf.Tensor);
       return out.dataSync() as Float32Array;
     });
   }
@@ -74,6 +78,11 @@ export class LoadedModel {
     return this.refs;
   }
 
+  /** Whether requests run on the fused dense-chain fast path (else model.predictOnBatch). */
+  get fastPath(): boolean {
+    return this.chain !== null;
+  }
+
   get isDisposed(): boolean {
     return this.disposed;
   }
@@ -86,6 +95,7 @@ export class LoadedModel {
   private dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    disposeDenseChain(this.chain);
     this.model.dispose();
   }
 }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { ScoreCache } from '../cache/score-cache.js';
 import type { ModelManager } from '../registry/model-manager.js';
 import type { LoadedModel } from './loaded-model.js';
@@ -78,52 +78,40 @@ export class Scorer {
     });
   }
 
-  /** Scores many instances with one model call per chunk; every invalid instance is reported. */
+  /**
+   * Scores many instances with one model call per chunk; every invalid instance is reported.
+   * Batch rows bypass the score cache: they are bulk work whose rows rarely repeat, and hashing
+   * plus caching each row would cost more than scoring it.
+   */
   async predictMany(instances: PredictInstance[], issuesSoFar: FieldIssue[] = []): Promise<{ modelVersion: string; predictions: Prediction[] }> {
     // One model version per batch request, so every row is comparable.
     return this.pick(undefined).use(async (model) => {
-      const issues = [...issuesSoFar];
-      const rows: FeatureValues[] = [];
-      instances.forEach((inst, i) => {
-        const r = coerceFeatures(model.spec, inst.features, `instances[${i}].features`);
-        issues.push(...r.issues);
-        rows.push(r.values);
-      });
+      const issues = issuesSoFar.slice();
+      const n = instances.length;
+      const rows: FeatureValues[] = new Array(n);
+      for (let i = 0; i < n; i++) {
+        const r = coerceFeatures(model.spec, instances[i].features, `instances[${i}].features`);
+        if (r.issues.length) issues.push(...r.issues);
+        rows[i] = r.values;
+      }
       if (issues.length) throw new ValidationError(issues);
       const w = model.encoder.width;
-      const matrix = new Float32Array(rows.length * w);
-      const oov = rows.map((r, i) => model.encoder.encodeInto(r, matrix, i * w));
-      const keys = rows.map((_, i) => cacheKey(model.id, matrix.subarray(i * w, (i + 1) * w)));
-      const probs: (number | undefined)[] = keys.map((k) => this.cache.getL1(k));
-      const cached = probs.map((p) => p !== undefined);
-      const misses = probs.flatMap((p, i) => (p === undefined ? [i] : []));
-      if (misses.length) {
-        const fromL2 = await this.cache.getManyL2(misses.map((i) => keys[i]));
-        fromL2.forEach((p, j) => {
-          if (p !== undefined) {
-            probs[misses[j]] = p;
-            cached[misses[j]] = true;
-          }
-        });
-      }
-      const toScore = probs.flatMap((p, i) => (p === undefined ? [i] : []));
+      const matrix = new Float32Array(n * w);
+      const oov: (string[] | undefined)[] = new Array(n);
+      for (let i = 0; i < n; i++) oov[i] = model.encoder.encodeInto(rows[i], matrix, i * w);
       const CHUNK = 4096;
-      for (let start = 0; start < toScore.length; start += CHUNK) {
-        const idx = toScore.slice(start, start + CHUNK);
-        const data = new Float32Array(idx.length * w);
-        idx.forEach((row, j) => data.set(matrix.subarray(row * w, (row + 1) * w), j * w));
-        const out = model.predictSync(data, idx.length);
-        idx.forEach((row, j) => {
-          probs[row] = out[j];
-          this.cache.set(keys[row], out[j]);
-        });
+      const probs = new Float32Array(n);
+      for (let start = 0; start < n; start += CHUNK) {
+        const end = Math.min(n, start + CHUNK);
+        probs.set(model.predictSync(matrix.subarray(start * w, end * w), end - start), start);
       }
-      const predictions = rows.map((values, i) => {
+      const predictions: Prediction[] = new Array(n);
+      for (let i = 0; i < n; i++) {
         const vector = matrix.subarray(i * w, (i + 1) * w);
-        const prediction = this.toPrediction(model, probs[i]!, cached[i], oov[i], values, vector);
-        this.emit({ userId: instances[i].userId, values, vector, prediction, model, cacheKey: keys[i] });
-        return prediction;
-      });
+        const prediction = this.toPrediction(model, probs[i], false, oov[i], rows[i], vector);
+        predictions[i] = prediction;
+        this.emit({ userId: instances[i].userId, values: rows[i], vector, prediction, model, cacheKey: '' });
+      }
       return { modelVersion: model.id, predictions };
     });
   }
@@ -148,6 +136,7 @@ export class Scorer {
 }
 
 export function cacheKey(version: string, vector: Float32Array): string {
-  const h = createHash('sha1').update(new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength)).digest('base64url');
+  // One-shot hash: no Hash object per request.
+  const h = hash('sha1', new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength), 'base64url');
   return `${version}:${h}`;
 }

@@ -21,9 +21,8 @@ export function coerceFeatures(
     return { values, issues: [{ path: pathPrefix, message: 'must be an object of feature values' }] };
   }
   const obj = input as Record<string, unknown>;
-  const known = new Set<string>();
+  const known = featureNames(spec);
   for (const f of spec.features) {
-    known.add(f.name);
     const path = `${pathPrefix}.${f.name}`;
     if (!Object.hasOwn(obj, f.name)) {
       issues.push({ path, message: `missing required ${f.type} feature` });
@@ -37,6 +36,13 @@ export function coerceFeatures(
     if (!known.has(key)) issues.push({ path: `${pathPrefix}.${key}`, message: 'unknown feature' });
   }
   return { values, issues };
+}
+
+const namesBySpec = new WeakMap<FeatureSpec, Set<string>>();
+function featureNames(spec: FeatureSpec): Set<string> {
+  let names = namesBySpec.get(spec);
+  if (!names) namesBySpec.set(spec, (names = new Set(spec.features.map((f) => f.name))));
+  return names;
 }
 
 function coerceValue(f: FeatureDef, v: unknown): FeatureValue | { error: string } {

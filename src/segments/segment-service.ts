@@ -89,7 +89,7 @@ export class SegmentService {
       segments: this.membershipsOf(e.values, e.prediction.probability, persona),
       at: Date.now(),
       features: this.opts.retainFeatures ? e.values : undefined,
-      cacheKey: e.cacheKey,
+      cacheKey: e.cacheKey || undefined,
     });
   }
 

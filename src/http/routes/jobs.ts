@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { FastifyRequest } from 'fastify';
+import { Authenticator } from '../auth.js';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import { isTerminal, type JobEvent, type JobView } from '../../training/job-manager.js';
 import { resolveDatasetPath, resolveUpload } from '../../dataset/resolve-path.js';
@@ -100,6 +102,24 @@ const Job = z
   })
   .meta({ id: 'RetrainJob' });
 
+const ScoringJob = z
+  .object({
+    id: z.string(),
+    kind: z.enum(['score-audience', 'rescore']),
+    status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']),
+    modelVersion: z.string().nullable(),
+    rowsDone: z.number(),
+    scored: z.number(),
+    invalid: z.number(),
+    errors: z.array(z.object({ row: z.number(), path: z.string(), message: z.string() })),
+    segments: z.record(z.string(), z.number()).describe('memberships assigned by this job, per segment'),
+    createdAt: z.string(),
+    startedAt: z.string().nullable(),
+    finishedAt: z.string().nullable(),
+    error: z.string().nullable(),
+  })
+  .meta({ id: 'ScoringJob' });
+
 const JobId = z.object({ id: z.string().min(1).max(100) });
 const withJobErrors = { ...errorResponses, 404: ErrorBody, 409: ErrorBody };
 
@@ -108,8 +128,15 @@ const withJobErrors = { ...errorResponses, 404: ErrorBody, 409: ErrorBody };
  * is queued/running answers 409 naming it), GET polls it, GET …/events streams it (SSE), DELETE cancels.
  */
 export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
-  const { auth, config, jobs } = app.services;
+  const { auth, config, jobs, scoringJobs } = app.services;
   const admin = auth.require('admin');
+  // Job routes serve retraining jobs (admin) and audience/re-scoring jobs (segments or admin).
+  const anyKey = auth.require('read');
+  const authorize = (request: FastifyRequest, id: string) => {
+    if (scoringJobs.has(id)) {
+      if (!request.scopes?.has('segments') && !request.scopes?.has('admin')) Authenticator.assertScope(request, 'segments', 'this scoring job');
+    } else Authenticator.assertScope(request, 'admin', 'a retraining job');
+  };
   // Open event streams are ended before the server closes, or a graceful shutdown would wait on them.
   const streams = new Set<() => void>();
   app.addHook('preClose', async () => {
@@ -157,29 +184,45 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.get(
     '/v1/jobs/:id',
-    { preHandler: admin, schema: { tags: ['jobs'], summary: 'A retraining job: status, progress, result, promotion decision', params: JobId, response: { 200: Job, ...withJobErrors } } },
-    async (request) => jobs.get(request.params.id),
+    {
+      preHandler: anyKey,
+      schema: {
+        tags: ['jobs'],
+        summary: 'A job: retraining (status, progress, result, promotion decision) or scoring (rows done, scored, invalid, segment counts)',
+        params: JobId,
+        response: { 200: z.union([Job, ScoringJob]), ...withJobErrors },
+      },
+    },
+    async (request) => {
+      const id = request.params.id;
+      authorize(request, id);
+      return scoringJobs.has(id) ? scoringJobs.get(id) : jobs.get(id);
+    },
   );
 
   app.delete(
     '/v1/jobs/:id',
     {
-      preHandler: admin,
+      preHandler: anyKey,
       schema: {
         tags: ['jobs'],
-        summary: 'Cancel a queued or running job (terminates the worker; no partial version remains)',
-        description: '409 if the job already finished or is past training (promoting its version).',
+        summary: 'Cancel a queued or running job (a retraining worker is terminated; no partial version remains)',
+        description: '409 if a retraining job already finished or is past training (promoting its version).',
         params: JobId,
-        response: { 200: Job, ...withJobErrors },
+        response: { 200: z.union([Job, ScoringJob]), ...withJobErrors },
       },
     },
-    async (request) => jobs.cancel(request.params.id, request.actor),
+    async (request) => {
+      const id = request.params.id;
+      authorize(request, id);
+      return scoringJobs.has(id) ? scoringJobs.cancel(id) : jobs.cancel(id, request.actor);
+    },
   );
 
   app.get(
     '/v1/jobs/:id/events',
     {
-      preHandler: admin,
+      preHandler: anyKey,
       schema: {
         tags: ['jobs'],
         summary: 'Server-sent events: the current status, then `progress` per epoch and `status` on each change; ends when the job finishes',
@@ -190,7 +233,9 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request, reply) => {
       const id = request.params.id;
-      const first = jobs.get(id); // 404 before any streaming starts
+      authorize(request, id);
+      const source = scoringJobs.has(id) ? scoringJobs : jobs;
+      const first = source === scoringJobs ? scoringJobs.get(id) : jobs.get(id); // 404 before any streaming starts
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, {
@@ -205,8 +250,8 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
         if (ended) return;
         ended = true;
         streams.delete(end);
-        jobs.off('job', onJob);
-        jobs.off('close', end);
+        source.off('job', onJob);
+        source.off('close', end);
         clearInterval(keepAlive);
         res.end();
       };
@@ -220,11 +265,11 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
       };
       // Comment lines keep proxies from closing an idle stream during long epochs.
       const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000).unref();
-      send('status', first satisfies JobView);
+      send('status', first);
       if (isTerminal(first.status)) return end();
       streams.add(end);
-      jobs.on('job', onJob);
-      jobs.on('close', end);
+      source.on('job', onJob);
+      source.on('close', end);
       res.on('close', end); // client went away
     },
   );
