@@ -79,8 +79,14 @@ export async function runSegmentsScale(log: (line: string) => void = (l) => proc
     await store.putRule({ id: PROFILE_SEGMENT, name: 'Bench: 100k users with kept features', rule: { all: [{ feature: 'VisitorType', in: ['Returning_Visitor'] }, { score: { gte: 0.6 } }] }, created: now, updated: now });
     const categorical = new Set(['Month', 'OperatingSystems', 'Browser', 'Region', 'TrafficType', 'VisitorType']);
     const rows: FeatureValues[] = shopperFeatureRows().map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, categorical.has(k) ? String(v) : v])));
+    // mulberry32: a seeded 32-bit generator (scores repeat only as float32 rounding makes them).
     let seed = 42;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+    const rand = () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
     const t0 = performance.now();
     for (let start = 0; start < MEMBERS; start += BATCH) {
       const batch: MembershipRecord[] = [];

@@ -81,7 +81,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
     const job = scoringJobs.rescoreAll();
     log.info({ job: job.id, version, action }, 're-scoring users with kept features');
   });
-  const jobs = new JobManager(store, lifecycle, models, log, { backend: config.TF_BACKEND });
+  const jobs = new JobManager(store, lifecycle, models, log, { backend: config.TF_BACKEND, cpuShare: config.TRAINING_CPU_SHARE });
   return {
     config,
     backend,

@@ -88,7 +88,7 @@ export class BenchContext {
    * The service reads and (with Redis) rewrites state.json in its model store, so each run serves
    * from a private copy of the configured store instead of the working tree's ./model-store.
    */
-  private modelStoreCopy(): string {
+  modelStoreCopy(): string {
     if (!this.storeCopy) {
       const dir = mkdtempSync(join(tmpdir(), 'bench-store-'));
       cpSync(resolve(this.settings.modelStore), dir, { recursive: true });

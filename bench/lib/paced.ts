@@ -11,6 +11,8 @@ export interface PacedOptions {
   durationSec: number;
   body: () => string;
   maxSockets?: number;
+  /** Extra request headers (e.g. Authorization). */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -35,7 +37,7 @@ export async function runPaced(o: PacedOptions): Promise<LoadResult> {
     const sent = performance.now();
     const p = new Promise<void>((resolve) => {
       const req = request(
-        { agent, hostname, port, path: o.path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+        { agent, hostname, port, path: o.path, method: 'POST', headers: { ...o.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
         (res) => {
           res.resume();
           res.on('end', () => {

@@ -49,9 +49,9 @@ export class LoadedModel {
   }
 
   /** Nearest persona for an encoded row, or null when the version has none. */
-  personaOf(row: Float32Array): { id: number; label: string } | null {
+  personaOf(row: Float32Array, offset = 0): { id: number; label: string } | null {
     if (!this.personas) return null;
-    const id = assignPersona(this.personas.centroids, row);
+    const id = assignPersona(this.personas.centroids, row, offset);
     return { id, label: this.personas.personas[id]?.label ?? `persona ${id + 1}` };
   }
 

@@ -28,7 +28,6 @@ export interface Prediction {
 export interface ScoredEvent {
   userId?: string;
   values: FeatureValues;
-  vector: Float32Array;
   prediction: Prediction;
   model: LoadedModel;
   cacheKey: string;
@@ -71,8 +70,8 @@ export class Scorer {
         probability = await model.batcher.score(vector);
         this.cache.set(key, probability);
       }
-      const prediction = this.toPrediction(model, probability, cached, oov, values, vector);
-      this.emit({ userId: instance.userId, values, vector, prediction, model, cacheKey: key });
+      const prediction = this.toPrediction(model, probability, cached, oov, values, vector, 0);
+      this.emit({ userId: instance.userId, values, prediction, model, cacheKey: key });
       if (opts.explain) prediction.explanation = explain(model, values, vector);
       return prediction;
     });
@@ -107,16 +106,15 @@ export class Scorer {
       }
       const predictions: Prediction[] = new Array(n);
       for (let i = 0; i < n; i++) {
-        const vector = matrix.subarray(i * w, (i + 1) * w);
-        const prediction = this.toPrediction(model, probs[i], false, oov[i], rows[i], vector);
+        const prediction = this.toPrediction(model, probs[i], false, oov[i], rows[i], matrix, i * w);
         predictions[i] = prediction;
-        this.emit({ userId: instances[i].userId, values: rows[i], vector, prediction, model, cacheKey: '' });
+        this.emit({ userId: instances[i].userId, values: rows[i], prediction, model, cacheKey: '' });
       }
       return { modelVersion: model.id, predictions };
     });
   }
 
-  private toPrediction(model: LoadedModel, probability: number, cached: boolean, oov: string[] | undefined, values: FeatureValues, vector: Float32Array): Prediction {
+  private toPrediction(model: LoadedModel, probability: number, cached: boolean, oov: string[] | undefined, values: FeatureValues, matrix: Float32Array, offset: number): Prediction {
     const threshold = model.spec.threshold;
     return {
       probability,
@@ -125,7 +123,7 @@ export class Scorer {
       modelVersion: model.id,
       cached,
       warnings: oov ? oov.map((name) => `${name}: unseen category ${JSON.stringify(values[name])} mapped to the out-of-vocabulary bucket`) : [],
-      persona: model.personaOf(vector),
+      persona: model.personaOf(matrix, offset),
     };
   }
 

@@ -59,14 +59,14 @@ export function fitPersonas(spec: FeatureSpec, data: Float32Array, rows: number,
 }
 
 /** Index of the nearest centroid (squared Euclidean distance). */
-export function assignPersona(centroids: number[][], row: Float32Array): number {
+export function assignPersona(centroids: number[][], row: Float32Array, offset = 0): number {
   let best = 0;
   let bestD = Infinity;
   for (let c = 0; c < centroids.length; c++) {
     const cen = centroids[c];
     let d = 0;
     for (let j = 0; j < cen.length; j++) {
-      const diff = row[j] - cen[j];
+      const diff = row[offset + j] - cen[j];
       d += diff * diff;
     }
     if (d < bestD) {

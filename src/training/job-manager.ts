@@ -90,6 +90,8 @@ interface JobRecord {
 
 export interface JobManagerOptions {
   backend?: BackendPreference;
+  /** Share of one core a training may use (see TRAINING_CPU_SHARE). */
+  cpuShare?: number;
   /** Finished jobs kept in memory (oldest dropped first). */
   keepFinished?: number;
 }
@@ -182,6 +184,7 @@ export class JobManager extends EventEmitter {
       promote: req.promote,
       promoteMargin: req.promoteMargin ?? DEFAULT_PROMOTE_MARGIN,
       backend: this.opts.backend,
+      cpuShare: this.opts.cpuShare,
     };
     this.jobs.set(id, rec);
     this.current = rec;

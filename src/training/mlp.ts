@@ -80,7 +80,7 @@ export async function trainMlp(
   validation: { x: Matrix; y: Uint8Array },
   hp: Hyperparameters,
   seed: number,
-  hooks: { onEpoch?: (r: EpochReport) => void | Promise<void>; shouldStop?: () => boolean } = {},
+  hooks: { onEpoch?: (r: EpochReport) => void | Promise<void>; shouldStop?: () => boolean; cpuShare?: number } = {},
 ): Promise<{ model: tf.LayersModel; history: EpochReport[]; bestEpoch: number }> {
   const model = buildMlp(train.x.cols, hp, seed);
   const rng = createRng(seed ^ 0x5eed);
@@ -89,6 +89,7 @@ export async function trainMlp(
   const classWeight = hp.classWeighting ? { 0: 1, 1: (train.y.length - pos) / Math.max(1, pos) } : undefined;
   const history: EpochReport[] = [];
   let best = { auc: -Infinity, epoch: 0, weights: [] as tf.Tensor[] };
+  const throttle = dutyCycle(hooks.cpuShare ?? 1);
 
   for (let epoch = 1; epoch <= hp.epochs; epoch++) {
     if (hooks.shouldStop?.()) throw new Error('training cancelled');
@@ -101,7 +102,14 @@ export async function trainMlp(
     });
     const xt = tf.tensor2d(xs, [train.x.rows, train.x.cols]);
     const yt = tf.tensor2d(ys, [ys.length, 1]);
-    const fit = await model.fit(xt, yt, { epochs: 1, batchSize: hp.batchSize, shuffle: false, classWeight, verbose: 0 });
+    const fit = await model.fit(xt, yt, {
+      epochs: 1,
+      batchSize: hp.batchSize,
+      shuffle: false,
+      classWeight,
+      verbose: 0,
+      callbacks: throttle ? { onBatchEnd: throttle } : undefined,
+    });
     xt.dispose();
     yt.dispose();
 
@@ -133,4 +141,20 @@ function logLoss(y: Uint8Array, p: Float32Array): number {
     s -= y[i] ? Math.log(q) : Math.log(1 - q);
   }
   return s / y.length;
+}
+
+/**
+ * Caps the CPU a training run takes (share of one core): after each ~25 ms of work it sleeps long
+ * enough to keep the average at `share`. Used by retraining inside the serving process, so
+ * predictions keep their latency on small machines. Results are unchanged, only slower.
+ */
+function dutyCycle(share: number): (() => Promise<void>) | undefined {
+  if (!(share > 0 && share < 1)) return undefined;
+  let sliceStart = performance.now();
+  return async () => {
+    const busy = performance.now() - sliceStart;
+    if (busy < 25) return;
+    await new Promise((resolve) => setTimeout(resolve, (busy * (1 - share)) / share));
+    sliceStart = performance.now();
+  };
 }

@@ -39,6 +39,8 @@ export interface TrainHooks {
   onEpoch?: (r: EpochReport) => void | Promise<void>;
   onLog?: (msg: string) => void;
   shouldStop?: () => boolean;
+  /** Share of one core training may use (0–1]; below 1 it pauses between batches. */
+  cpuShare?: number;
 }
 
 /** The whole training pipeline, shared by the CLI and the retraining worker. */

@@ -7,6 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
+import { setPriority } from 'node:os';
 import { initBackend, tf, type BackendPreference } from '../inference/backend.js';
 import { readCsvFile } from '../dataset/read-csv.js';
 import { ModelStore, newVersionId } from '../registry/model-store.js';
@@ -43,6 +44,8 @@ export interface WorkerInput {
   /** Candidate AUC must be ≥ active AUC + margin ("if-better"); default DEFAULT_PROMOTE_MARGIN. */
   promoteMargin?: number;
   backend?: BackendPreference;
+  /** Share of one core the training may use (TRAINING_CPU_SHARE). */
+  cpuShare?: number;
 }
 
 /** Test-split headline of the new version (the figures on its card, plus the confusion rates). */
@@ -167,6 +170,13 @@ export async function compareWithActive(
 }
 
 async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promise<void> {
+  // On Linux, priority is per thread: this nices only the training thread, so the event loop
+  // serving predictions wins the CPU whenever both want it.
+  try {
+    setPriority(19);
+  } catch {
+    /* not permitted or not supported: train at normal priority */
+  }
   const backend = await initBackend(input.backend ?? 'auto'); // a worker is a separate isolate: its own tfjs
   post({ type: 'started', backend });
   const table = readCsvFile(input.datasetPath);
@@ -175,6 +185,7 @@ async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promis
     table,
     { label: input.label, positive: input.positive, categorical, seed: input.seed, hyperparameters: input.hyperparameters },
     {
+      cpuShare: input.cpuShare,
       onLog: (message) => post({ type: 'log', message }),
       onEpoch: (r) => post({ type: 'progress', epoch: r.epoch, loss: r.loss, validationAuc: finite(r.validationAuc) }),
     },

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { errorResponses, Prediction, PredictRequest } from '../schemas.js';
 import { schemaIssues } from '../error-handler.js';
 import { ValidationError } from '../../lib/errors.js';
+import type { PredictInstance } from '../../inference/scorer.js';
 
 /**
  * Predictions are built by our own typed code, so re-validating them with zod on the way out only
@@ -65,6 +66,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
         // The envelope itself is wrong: nothing per-instance to add.
         return scorer.predictMany([], issues);
       }
+      if (issues.length === 0) return scorer.predictMany(instances as PredictInstance[]); // schema-checked shape
       return scorer.predictMany(
         instances.map((i) => ({ userId: typeof i?.userId === 'string' ? i.userId : undefined, features: i?.features })),
         issues,
