@@ -17,6 +17,7 @@ export interface Explanation {
  */
 const STEPS = 256;
 const baselines = new WeakMap<LoadedModel, Float32Array>();
+const baselineProbability = new WeakMap<LoadedModel, number>();
 
 /**
  * Integrated gradients of logit(p) along the straight line from the training-mean input
@@ -24,27 +25,19 @@ const baselines = new WeakMap<LoadedModel, Float32Array>();
  * Per-feature contributions (one-hot columns summed) add up to logit(p) − logit(p_baseline)
  * up to the path integral's discretization error.
  */
-export function explain(model: LoadedModel, values: FeatureValues, vector: Float32Array): Explanation {
+export function explain(model: LoadedModel, values: FeatureValues, vector: Float32Array, probability: number): Explanation {
   const spec = model.spec;
   const width = model.encoder.width;
   let baseline = baselines.get(model);
   if (!baseline) baselines.set(model, (baseline = baselineVector(spec, width)));
   const base = baseline;
 
-  const { grads, pX, pBase } = tf.tidy(() => {
-    const x = tf.tensor2d(vector, [1, width]);
-    const b = tf.tensor2d(base, [1, width]);
-    const alphas = tf.tensor2d(Array.from({ length: STEPS }, (_, k) => (k + 0.5) / STEPS), [STEPS, 1]);
-    const path = b.add(alphas.mul(x.sub(b)));
-    const logitOf = (input: tf.Tensor) => {
-      const p = (model.layersModel.apply(input, { training: false }) as tf.Tensor).clipByValue(1e-7, 1 - 1e-7);
-      return p.div(tf.sub(1, p)).log();
-    };
-    const g = tf.grad((input: tf.Tensor) => logitOf(input).sum())(path);
-    const ends = model.layersModel.predictOnBatch(tf.concat([x, b])) as tf.Tensor;
-    const [pX, pBase] = ends.dataSync();
-    return { grads: g.mean(0).dataSync() as Float32Array, pX, pBase };
-  });
+  // logitDelta is taken against the probability actually returned, and the baseline is scored by the
+  // same serving path, so the reported figures agree with the response exactly.
+  const pX = probability;
+  let pBase = baselineProbability.get(model);
+  if (pBase === undefined) baselineProbability.set(model, (pBase = model.predictSync(base, 1)[0]));
+  const grads = pathGradient(model, vector, base, width);
 
   const contributions: Explanation['contributions'] = [];
   let at = 0;
@@ -58,6 +51,26 @@ export function explain(model: LoadedModel, values: FeatureValues, vector: Float
   }
   contributions.sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
   return { baselineProbability: pBase, logitDelta: logit(pX) - logit(pBase), method: `integrated-gradients(${STEPS})`, contributions };
+}
+
+/** Mean gradient of logit(p) along the path: plain arithmetic for sigmoid dense chains, else a tfjs gradient tape. */
+function pathGradient(model: LoadedModel, vector: Float32Array, base: Float32Array, width: number): ArrayLike<number> {
+  const fast = model.chainGradient;
+  if (fast) return fast.averagePathGradient(vector, base, STEPS);
+  return tf.tidy(() => {
+    const x = tf.tensor2d(vector, [1, width]);
+    const b = tf.tensor2d(base, [1, width]);
+    const alphas = tf.tensor2d(Array.from({ length: STEPS }, (_, k) => (k + 0.5) / STEPS), [STEPS, 1]);
+    const path = b.add(alphas.mul(x.sub(b)));
+    const logitOf =
+      model.logitFunction ??
+      ((input: tf.Tensor) => {
+        const p = (model.layersModel.apply(input, { training: false }) as tf.Tensor).clipByValue(1e-7, 1 - 1e-7);
+        return p.div(tf.sub(1, p)).log();
+      });
+    const g = tf.grad((input: tf.Tensor) => logitOf(input as tf.Tensor2D).sum())(path);
+    return g.mean(0).dataSync() as Float32Array;
+  });
 }
 
 /** The encoded training-mean input. */

@@ -72,7 +72,7 @@ export class Scorer {
       }
       const prediction = this.toPrediction(model, probability, cached, oov, values, vector, 0);
       this.emit({ userId: instance.userId, values, prediction, model, cacheKey: key });
-      if (opts.explain) prediction.explanation = explain(model, values, vector);
+      if (opts.explain) prediction.explanation = explain(model, values, vector, probability);
       return prediction;
     });
   }
