@@ -9,8 +9,9 @@
  *   2. builds the real app on that Redis and listens on a loopback port;
  *   3. GET /v1/segments/high-intent/members?limit=100 at ~SEGMENTS_SCALE_PAGES (500) random
  *      cursors, over real HTTP (fetch): p50 / p99;
- *   4. exports all members as CSV over real HTTP, reading the body as a stream while sampling the
- *      process RSS every 10 ms: growth over the RSS just before the request;
+ *   4. exports all members as CSV over real HTTP (3 runs), reading the body as a stream while
+ *      sampling the process RSS: growth over the RSS just before the request (after a full GC),
+ *      plus heap growth and what is still retained after a full GC once the export is done;
  *   5. GET /v1/segments/bench-100k/profile, timed (5 runs).
  * Targets (ACCEPTANCE 2): export RSS growth ≤ 50 MB, page p99 ≤ 20 ms, profile ≤ 1 s.
  * Prints the figures and one `SEGMENTS_SCALE_RESULT {json}` line; exits 0 (a measurement).
@@ -34,11 +35,21 @@ const FEATURE_USERS = Math.min(MEMBERS, num(process.env.SEGMENTS_SCALE_FEATURE_U
 const PAGES = num(process.env.SEGMENTS_SCALE_PAGES, 500);
 const BATCH = 5000;
 const PAGE_LIMIT = 100;
+const EXPORT_RUNS = 3;
 const VERSION = 'shoppers-mlp-v1';
 const SEGMENT = 'high-intent';
 const PROFILE_SEGMENT = 'bench-100k';
 
 export const TARGETS = { exportRssGrowthMb: 50, pageP99Ms: 20, profileMs: 1000 };
+
+export interface ExportRun {
+  seconds: number;
+  rssBeforeMb: number;
+  rssPeakMb: number;
+  rssGrowthMb: number;
+  heapGrowthMb: number;
+  heapRetainedAfterGcMb: number;
+}
 
 export interface SegmentsScaleResult {
   members: number;
@@ -51,9 +62,8 @@ export interface SegmentsScaleResult {
   pageMaxMs: number;
   exportRows: number;
   exportMb: number;
-  exportSeconds: number;
-  rssBeforeMb: number;
-  rssPeakMb: number;
+  exportRuns: ExportRun[];
+  /** The worst run's RSS growth. */
   exportRssGrowthMb: number;
   profileMs: number[];
   profileMedianMs: number;
@@ -138,34 +148,58 @@ export async function runSegmentsScale(log: (line: string) => void = (l) => proc
     const pageP99Ms = quantile(times, 0.99);
     log(`members pages (limit ${PAGE_LIMIT}, ${PAGES} random cursors over HTTP): p50 ${pageP50Ms.toFixed(2)} ms, p99 ${pageP99Ms.toFixed(2)} ms, max ${times[times.length - 1].toFixed(2)} ms`);
 
-    // 4. CSV export of every member over HTTP, consumed as a stream while RSS is sampled.
-    gc();
-    await new Promise((r) => setTimeout(r, 200));
-    gc();
-    const rssBefore = process.memoryUsage.rss();
-    let rssPeak = rssBefore;
-    const sampler = setInterval(() => {
-      rssPeak = Math.max(rssPeak, process.memoryUsage.rss());
-    }, 10);
-    const te = performance.now();
-    const res = await fetch(`${base}/v1/segments/${SEGMENT}/export?format=csv`);
-    if (res.status !== 200 || !res.body) throw new Error(`export failed: ${res.status}`);
+    // 4. CSV export of every member over HTTP, consumed as a stream while RSS is sampled; three
+    //    runs (V8 decides when to collect, so the figure varies); the worst run is the headline.
+    //    After each run a forced full GC shows how much was retained rather than uncollected garbage.
+    const exportRuns: ExportRun[] = [];
     let bytes = 0;
-    let newlines = 0;
-    const reader = res.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      bytes += value.byteLength;
-      for (let i = 0; i < value.length; i++) if (value[i] === 10) newlines++;
-      rssPeak = Math.max(rssPeak, process.memoryUsage.rss());
+    let exportRows = 0;
+    for (let run = 0; run < EXPORT_RUNS; run++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 200));
+      gc();
+      const before = process.memoryUsage();
+      let rssPeak = before.rss;
+      let heapPeak = before.heapUsed;
+      const sample = () => {
+        const m = process.memoryUsage();
+        rssPeak = Math.max(rssPeak, m.rss);
+        heapPeak = Math.max(heapPeak, m.heapUsed);
+      };
+      const sampler = setInterval(sample, 10);
+      const te = performance.now();
+      const res = await fetch(`${base}/v1/segments/${SEGMENT}/export?format=csv`);
+      if (res.status !== 200 || !res.body) throw new Error(`export failed: ${res.status}`);
+      bytes = 0;
+      let newlines = 0;
+      const reader = res.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        bytes += value.byteLength;
+        for (let i = 0; i < value.length; i++) if (value[i] === 10) newlines++;
+        sample();
+      }
+      clearInterval(sampler);
+      const seconds = (performance.now() - te) / 1000;
+      exportRows = newlines - 1; // minus the header line
+      if (exportRows !== MEMBERS) throw new Error(`export had ${exportRows} rows, expected ${MEMBERS}`);
+      gc();
+      const after = process.memoryUsage();
+      const r: ExportRun = {
+        seconds,
+        rssBeforeMb: mb(before.rss),
+        rssPeakMb: mb(rssPeak),
+        rssGrowthMb: mb(rssPeak - before.rss),
+        heapGrowthMb: mb(heapPeak - before.heapUsed),
+        heapRetainedAfterGcMb: mb(after.heapUsed - before.heapUsed),
+      };
+      exportRuns.push(r);
+      log(
+        `CSV export run ${run + 1}: ${exportRows.toLocaleString('en-US')} rows, ${mb(bytes).toFixed(1)} MB in ${seconds.toFixed(1)} s; RSS ${r.rssBeforeMb.toFixed(0)} → peak ${r.rssPeakMb.toFixed(0)} MB (growth ${r.rssGrowthMb.toFixed(1)} MB); heap growth ${r.heapGrowthMb.toFixed(1)} MB, retained after a full GC ${r.heapRetainedAfterGcMb.toFixed(1)} MB`,
+      );
     }
-    clearInterval(sampler);
-    const exportSeconds = (performance.now() - te) / 1000;
-    const exportRows = newlines - 1; // minus the header line
-    if (exportRows !== MEMBERS) throw new Error(`export had ${exportRows} rows, expected ${MEMBERS}`);
-    const exportRssGrowthMb = mb(rssPeak - rssBefore);
-    log(`CSV export: ${exportRows.toLocaleString('en-US')} rows, ${mb(bytes).toFixed(1)} MB in ${exportSeconds.toFixed(1)} s; RSS ${mb(rssBefore).toFixed(0)} MB before, peak ${mb(rssPeak).toFixed(0)} MB: growth ${exportRssGrowthMb.toFixed(1)} MB`);
+    const worst = exportRuns.reduce((a, b) => (b.rssGrowthMb > a.rssGrowthMb ? b : a));
 
     // 5. Profile of the 100k-member segment (sampled: 5,000 members vs 5,000 scored users).
     const profileMs: number[] = [];
@@ -194,10 +228,8 @@ export async function runSegmentsScale(log: (line: string) => void = (l) => proc
       pageMaxMs: times[times.length - 1],
       exportRows,
       exportMb: mb(bytes),
-      exportSeconds,
-      rssBeforeMb: mb(rssBefore),
-      rssPeakMb: mb(rssPeak),
-      exportRssGrowthMb,
+      exportRuns,
+      exportRssGrowthMb: worst.rssGrowthMb,
       profileMs,
       profileMedianMs,
       profileMaxMs,
@@ -212,7 +244,7 @@ export async function runSegmentsScale(log: (line: string) => void = (l) => proc
 
 export function verdicts(r: SegmentsScaleResult): { name: string; target: string; measured: string; pass: boolean }[] {
   return [
-    { name: `export RSS growth (${r.members.toLocaleString('en-US')} CSV)`, target: `<= ${TARGETS.exportRssGrowthMb} MB`, measured: `${r.exportRssGrowthMb.toFixed(1)} MB`, pass: r.exportRssGrowthMb <= TARGETS.exportRssGrowthMb },
+    { name: `export RSS growth (${r.members.toLocaleString('en-US')} CSV)`, target: `<= ${TARGETS.exportRssGrowthMb} MB`, measured: `${r.exportRssGrowthMb.toFixed(1)} MB (worst of ${r.exportRuns.length})`, pass: r.exportRssGrowthMb <= TARGETS.exportRssGrowthMb },
     { name: `members page p99 (${r.members.toLocaleString('en-US')})`, target: `<= ${TARGETS.pageP99Ms} ms`, measured: `${r.pageP99Ms.toFixed(2)} ms (p50 ${r.pageP50Ms.toFixed(2)})`, pass: r.pageP99Ms <= TARGETS.pageP99Ms },
     { name: `profile (${r.featureUsers.toLocaleString('en-US')} members)`, target: `<= ${TARGETS.profileMs} ms`, measured: `${r.profileMaxMs.toFixed(0)} ms max of ${r.profileMs.length}`, pass: r.profileMaxMs <= TARGETS.profileMs },
   ];

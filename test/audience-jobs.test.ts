@@ -1,0 +1,104 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp, copyDefaultStore } from './helpers/app.js';
+import { shopperFeatureRows } from './helpers/shoppers.js';
+import { addSecondVersion, BUNDLED_VERSION } from './helpers/second-version.js';
+import { until } from './helpers/http.js';
+
+const SEG = 'Bearer seg-key-1234';
+const ADMIN = 'Bearer adm-key-1234';
+const PRED = 'Bearer pred-key-1234';
+
+interface JobBody {
+  id: string;
+  kind: string;
+  status: string;
+  modelVersion: string | null;
+  rowsDone: number;
+  scored: number;
+  invalid: number;
+  errors: { row: number; path: string; message: string }[];
+  segments: Record<string, number>;
+}
+
+function multipartCsv(csv: string, filename = 'audience.csv') {
+  const boundary = '----audience' + Math.random().toString(16).slice(2);
+  const payload = Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${filename}"\r\nContent-Type: text/csv\r\n\r\n${csv}\r\n--${boundary}--\r\n`,
+  );
+  return { payload, headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } };
+}
+
+describe('audience scoring and re-scoring jobs', () => {
+  let app: FastifyInstance;
+  const rows = shopperFeatureRows(300);
+  const columns = Object.keys(rows[0]);
+
+  beforeAll(async () => {
+    const store = copyDefaultStore();
+    addSecondVersion(store, 'audience-b');
+    app = await buildTestApp({ MODEL_STORE: store, API_KEYS: 'segments:seg-key-1234,admin:adm-key-1234,predict:pred-key-1234' });
+  });
+  afterAll(async () => app.close());
+
+  const job = async (id: string, auth = SEG) => (await app.inject({ url: `/v1/jobs/${id}`, headers: { authorization: auth } })).json() as JobBody;
+  const finished = async (id: string) => {
+    await until(async () => ['succeeded', 'failed', 'cancelled'].includes((await job(id)).status), `job ${id} to finish`, 30_000);
+    return job(id);
+  };
+
+  it('scores a CSV of userId + features in the background and records memberships like /v1/predict', async () => {
+    const lines = [['userId', ...columns].join(',')];
+    rows.forEach((r, i) => lines.push([`aud-${i}`, ...columns.map((c) => String(r[c]).replace('true', 'TRUE').replace('false', 'FALSE'))].join(',')));
+    lines.push(['aud-bad', ...columns.map((c) => (c === 'PageValues' ? 'lots' : String(rows[0][c])))].join(',')); // unparsable number
+    lines.push([',', ...columns.slice(1).map(() => '0')].join(',')); // no userId
+    const { payload, headers } = multipartCsv(lines.join('\n') + '\n');
+    const res = await app.inject({ method: 'POST', url: '/v1/segments/score', payload, headers: { ...headers, authorization: SEG } });
+    expect(res.statusCode, res.body).toBe(202);
+    const { jobId, statusUrl } = res.json() as { jobId: string; statusUrl: string };
+    expect(statusUrl).toBe(`/v1/jobs/${jobId}`);
+
+    const done = await finished(jobId);
+    expect(done.status).toBe('succeeded');
+    expect(done.kind).toBe('score-audience');
+    expect(done.scored).toBe(rows.length);
+    expect(done.invalid).toBe(2);
+    expect(done.errors.map((e) => e.path)).toEqual(expect.arrayContaining(['userId', 'features.PageValues']));
+    const bandTotal = (done.segments['high-intent'] ?? 0) + (done.segments['medium-intent'] ?? 0) + (done.segments['low-intent'] ?? 0);
+    expect(bandTotal).toBe(rows.length);
+
+    // The same user scored through /v1/predict gets the same probability the job recorded.
+    const user = (await app.inject({ url: '/v1/users/aud-7', headers: { authorization: SEG } })).json() as { probability: number; segments: string[]; modelVersion: string };
+    const direct = (await app.inject({ method: 'POST', url: '/v1/predict', payload: { features: rows[7] }, headers: { authorization: PRED } })).json() as { probability: number };
+    expect(user.probability).toBe(direct.probability);
+    expect(user.modelVersion).toBe(BUNDLED_VERSION);
+    const high = (await app.inject({ url: '/v1/segments/high-intent', headers: { authorization: SEG } })).json() as { size: number };
+    expect(high.size).toBe(done.segments['high-intent'] ?? 0);
+  });
+
+  it('a retraining job id is not readable with a segments key, a scoring job is', async () => {
+    const { payload, headers } = multipartCsv(['userId,' + columns.join(','), 'one,' + columns.map((c) => String(rows[1][c])).join(',')].join('\n'));
+    const res = await app.inject({ method: 'POST', url: '/v1/segments/score', payload, headers: { ...headers, authorization: SEG } });
+    const { jobId } = res.json() as { jobId: string };
+    expect((await app.inject({ url: `/v1/jobs/${jobId}`, headers: { authorization: PRED } })).statusCode).toBe(403);
+    expect((await app.inject({ url: `/v1/jobs/${jobId}`, headers: { authorization: ADMIN } })).statusCode).toBe(200);
+    expect((await app.inject({ url: '/v1/jobs/not-a-job', headers: { authorization: SEG } })).statusCode).toBe(403);
+    await finished(jobId);
+  });
+
+  it('after an activation, users whose features are kept are re-scored with the new version', async () => {
+    const before = (await app.inject({ url: '/v1/users/aud-3', headers: { authorization: SEG } })).json() as { probability: number; modelVersion: string };
+    expect(before.modelVersion).toBe(BUNDLED_VERSION);
+    const act = await app.inject({ method: 'POST', url: '/v1/models/audience-b/activate', payload: { reason: 'test' }, headers: { authorization: ADMIN } });
+    expect(act.statusCode, act.body).toBe(200);
+    await until(async () => {
+      const u = (await app.inject({ url: '/v1/users/aud-3', headers: { authorization: SEG } })).json() as { modelVersion: string };
+      return u.modelVersion === 'audience-b';
+    }, 'user re-scored with the new version', 30_000);
+    const after = (await app.inject({ url: '/v1/users/aud-3', headers: { authorization: SEG } })).json() as { probability: number };
+    const direct = (await app.inject({ method: 'POST', url: '/v1/predict', payload: { features: rows[3] }, headers: { authorization: PRED } })).json() as { probability: number; modelVersion: string };
+    expect(direct.modelVersion).toBe('audience-b');
+    expect(after.probability).toBe(direct.probability);
+    expect(after.probability).not.toBe(before.probability);
+  });
+});
