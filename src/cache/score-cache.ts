@@ -17,6 +17,8 @@ const PREFIX = 'pi:score:';
 export class ScoreCache {
   private readonly l1: LRUCache<string, number>;
   private pendingWrites: [string, number][] = [];
+  private pendingReads: { key: string; resolve: (v: number | undefined) => void }[] = [];
+  private readScheduled = false;
   private flushScheduled = false;
   l2Hits = 0;
   l2Errors = 0;
@@ -32,38 +34,49 @@ export class ScoreCache {
     return this.l1.get(key);
   }
 
-  /** Resolves undefined on a miss, on timeout, or when Redis is unavailable; never rejects. */
-  async getL2(key: string): Promise<number | undefined> {
+  /**
+   * Resolves undefined on a miss, on timeout, or when Redis is unavailable; never rejects.
+   * Reads from concurrent requests are coalesced into one MGET per event-loop turn (like the
+   * model's micro-batches), so Redis costs one round trip per turn, not one per request.
+   */
+  getL2(key: string): Promise<number | undefined> {
     const redis = this.redis;
-    if (!redis || redis.status !== 'ready') return undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<undefined>((resolve) => {
-      timer = setTimeout(resolve, this.opts.redisTimeoutMs, undefined);
+    if (!redis || redis.status !== 'ready') return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      this.pendingReads.push({ key, resolve });
+      if (!this.readScheduled) {
+        this.readScheduled = true;
+        setImmediate(() => void this.flushReads());
+      }
     });
-    const read = redis.get(PREFIX + key).then(
-      (v) => (v === null ? undefined : Number(v)),
-      () => {
-        this.l2Errors++;
-        return undefined;
-      },
-    );
-    const value = await Promise.race([read, timeout]);
-    clearTimeout(timer);
-    if (value !== undefined) {
-      this.l2Hits++;
-      this.l1.set(key, value);
-    }
-    return value;
   }
 
-  async getManyL2(keys: string[]): Promise<(number | undefined)[]> {
+  private async flushReads(): Promise<void> {
+    this.readScheduled = false;
+    const reads = this.pendingReads;
+    this.pendingReads = [];
+    if (reads.length === 0) return;
+    const values = await this.getManyL2(
+      reads.map((r) => r.key),
+      this.opts.redisTimeoutMs,
+    );
+    reads.forEach((r, i) => {
+      if (values[i] !== undefined) this.l2Hits++;
+      r.resolve(values[i]);
+    });
+  }
+
+  async getManyL2(keys: string[], timeoutMs = this.opts.redisTimeoutMs * 4): Promise<(number | undefined)[]> {
     const redis = this.redis;
     if (!redis || redis.status !== 'ready' || keys.length === 0) return keys.map(() => undefined);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<null>((resolve) => {
-      timer = setTimeout(resolve, this.opts.redisTimeoutMs * 4, null);
+      timer = setTimeout(resolve, timeoutMs, null);
     });
-    const read = redis.mget(keys.map((k) => PREFIX + k)).catch(() => null);
+    const read = redis.mget(keys.map((k) => PREFIX + k)).catch(() => {
+      this.l2Errors++;
+      return null;
+    });
     const values = await Promise.race([read, timeout]);
     clearTimeout(timer);
     return keys.map((k, i) => {

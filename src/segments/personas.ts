@@ -2,6 +2,7 @@ import { kmeans } from 'ml-kmeans';
 import { z } from 'zod';
 import { featureWidth, type FeatureSpec } from '../preprocessing/feature-spec.js';
 import { createRng } from '../lib/random.js';
+import type { Pacer } from '../lib/pacer.js';
 
 /**
  * Learned personas: k-means on the encoded (standardized, one-hot) training rows, k picked by
@@ -25,7 +26,12 @@ export const PersonasSchema = z.object({
 });
 export type Personas = z.infer<typeof PersonasSchema>;
 
-export function fitPersonas(spec: FeatureSpec, data: Float32Array, rows: number, opts: { seed: number; k?: number; kRange?: [number, number] }): Personas {
+export async function fitPersonas(
+  spec: FeatureSpec,
+  data: Float32Array,
+  rows: number,
+  opts: { seed: number; k?: number; kRange?: [number, number]; pacer?: Pacer },
+): Promise<Personas> {
   const width = data.length / rows;
   const points = Array.from({ length: rows }, (_, i) => Array.from(data.subarray(i * width, (i + 1) * width)));
   const rng = createRng(opts.seed);
@@ -33,7 +39,9 @@ export function fitPersonas(spec: FeatureSpec, data: Float32Array, rows: number,
   const [lo, hi] = opts.k ? [opts.k, opts.k] : (opts.kRange ?? [3, 6]);
   let best: { k: number; silhouette: number; centroids: number[][]; clusters: number[] } | undefined;
   for (let k = lo; k <= hi; k++) {
+    await opts.pacer?.pause();
     const result = kmeans(points, k, { seed: opts.seed, initialization: 'kmeans++', maxIterations: 100 });
+    await opts.pacer?.pause();
     const s = silhouette(points, result.clusters, sampleIdx);
     if (!best || s > best.silhouette) best = { k, silhouette: s, centroids: result.centroids, clusters: result.clusters };
   }

@@ -1,6 +1,7 @@
 import { tf } from '../inference/backend.js';
 import { createRng, shuffleInPlace } from '../lib/random.js';
 import { rocAuc } from './metrics.js';
+import type { Pacer } from '../lib/pacer.js';
 
 export interface Hyperparameters {
   hidden: number[];
@@ -80,7 +81,7 @@ export async function trainMlp(
   validation: { x: Matrix; y: Uint8Array },
   hp: Hyperparameters,
   seed: number,
-  hooks: { onEpoch?: (r: EpochReport) => void | Promise<void>; shouldStop?: () => boolean; cpuShare?: number } = {},
+  hooks: { onEpoch?: (r: EpochReport) => void | Promise<void>; shouldStop?: () => boolean; pacer?: Pacer } = {},
 ): Promise<{ model: tf.LayersModel; history: EpochReport[]; bestEpoch: number }> {
   const model = buildMlp(train.x.cols, hp, seed);
   const rng = createRng(seed ^ 0x5eed);
@@ -89,7 +90,8 @@ export async function trainMlp(
   const classWeight = hp.classWeighting ? { 0: 1, 1: (train.y.length - pos) / Math.max(1, pos) } : undefined;
   const history: EpochReport[] = [];
   let best = { auc: -Infinity, epoch: 0, weights: [] as tf.Tensor[] };
-  const throttle = dutyCycle(hooks.cpuShare ?? 1);
+  const pacer = hooks.pacer;
+  const throttle = pacer?.active ? () => pacer.pause() : undefined;
 
   for (let epoch = 1; epoch <= hp.epochs; epoch++) {
     if (hooks.shouldStop?.()) throw new Error('training cancelled');
@@ -113,6 +115,7 @@ export async function trainMlp(
     xt.dispose();
     yt.dispose();
 
+    await pacer?.pause();
     const pv = await predictMatrix(model, validation.x);
     const report: EpochReport = {
       epoch,
@@ -143,18 +146,3 @@ function logLoss(y: Uint8Array, p: Float32Array): number {
   return s / y.length;
 }
 
-/**
- * Caps the CPU a training run takes (share of one core): after each ~25 ms of work it sleeps long
- * enough to keep the average at `share`. Used by retraining inside the serving process, so
- * predictions keep their latency on small machines. Results are unchanged, only slower.
- */
-function dutyCycle(share: number): (() => Promise<void>) | undefined {
-  if (!(share > 0 && share < 1)) return undefined;
-  let sliceStart = performance.now();
-  return async () => {
-    const busy = performance.now() - sliceStart;
-    if (busy < 25) return;
-    await new Promise((resolve) => setTimeout(resolve, (busy * (1 - share)) / share));
-    sliceStart = performance.now();
-  };
-}

@@ -2,6 +2,7 @@ import { ModelStore, newVersionId, type VersionCard } from '../registry/model-st
 import { modelToFiles } from '../registry/version-files.js';
 import type { TrainResult } from './train.js';
 import { fitPersonas } from '../segments/personas.js';
+import type { Pacer } from '../lib/pacer.js';
 
 const json = (v: unknown) => Buffer.from(JSON.stringify(v, null, 2) + '\n');
 
@@ -9,12 +10,12 @@ const json = (v: unknown) => Buffer.from(JSON.stringify(v, null, 2) + '\n');
 export async function saveTrainedVersion(
   store: ModelStore,
   result: TrainResult,
-  meta: { id?: string; dataset?: string; categorical?: string[]; extraFiles?: Map<string, Buffer>; personas?: number } = {},
+  meta: { id?: string; dataset?: string; categorical?: string[]; extraFiles?: Map<string, Buffer>; personas?: number; pacer?: Pacer } = {},
 ): Promise<string> {
   const files = await modelToFiles(result.model);
   files.set('feature-spec.json', json(result.spec));
   const x = result.trainMatrix;
-  files.set('personas.json', json(fitPersonas(result.spec, x.data, x.rows, { seed: result.seed, k: meta.personas })));
+  files.set('personas.json', json(await fitPersonas(result.spec, x.data, x.rows, { seed: result.seed, k: meta.personas, pacer: meta.pacer })));
   files.set('metrics.json', json({ ...result.metrics, cleaning: result.cleaning, split: result.split, history: result.history }));
   for (const [k, v] of meta.extraFiles ?? []) files.set(k, v);
   const t = result.metrics.test;

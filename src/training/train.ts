@@ -9,6 +9,7 @@ import { bestF1Threshold, evaluate, type ClassificationMetrics } from './metrics
 import { DEFAULT_HYPERPARAMETERS, predictMatrix, trainMlp, type EpochReport, type Hyperparameters, type Matrix } from './mlp.js';
 import { fitPlatt, foldCalibrationIntoOutput } from './calibrate.js';
 import { stratifiedSplit } from './split.js';
+import type { Pacer } from '../lib/pacer.js';
 
 export interface TrainOptions extends PrepareOptions {
   seed?: number;
@@ -39,15 +40,17 @@ export interface TrainHooks {
   onEpoch?: (r: EpochReport) => void | Promise<void>;
   onLog?: (msg: string) => void;
   shouldStop?: () => boolean;
-  /** Share of one core training may use (0–1]; below 1 it pauses between batches. */
-  cpuShare?: number;
+  /** Paces the work to a share of one core (retraining beside serving); absent = full speed. */
+  pacer?: Pacer;
 }
 
 /** The whole training pipeline, shared by the CLI and the retraining worker. */
 export async function trainFromTable(table: CsvTable, opts: TrainOptions, hooks: TrainHooks = {}): Promise<TrainResult> {
   const seed = opts.seed ?? 42;
   const hp = { ...DEFAULT_HYPERPARAMETERS, ...opts.hyperparameters };
+  await hooks.pacer?.pause();
   const data = prepareDataset(table, opts);
+  await hooks.pacer?.pause();
   const split = stratifiedSplit(data.labels, { validation: opts.validationFraction ?? 0.15, test: opts.testFraction ?? 0.15 }, seed);
   const pick = (idx: number[]) => idx.map((i) => data.rows[i]);
   const labelsOf = (idx: number[]) => Uint8Array.from(idx, (i) => data.labels[i]);
@@ -59,7 +62,9 @@ export async function trainFromTable(table: CsvTable, opts: TrainOptions, hooks:
     rows: idx.length,
     cols: encoder.width,
   });
+  await hooks.pacer?.pause();
   const train = { x: matrix(split.train), y: labelsOf(split.train) };
+  await hooks.pacer?.pause();
   const validation = { x: matrix(split.validation), y: labelsOf(split.validation) };
   const test = { x: matrix(split.test), y: labelsOf(split.test) };
   hooks.onLog?.(

@@ -8,6 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
 import { setPriority } from 'node:os';
+import { Pacer } from '../lib/pacer.js';
 import { initBackend, tf, type BackendPreference } from '../inference/backend.js';
 import { readCsvFile } from '../dataset/read-csv.js';
 import { ModelStore, newVersionId } from '../registry/model-store.js';
@@ -179,13 +180,14 @@ async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promis
   }
   const backend = await initBackend(input.backend ?? 'auto'); // a worker is a separate isolate: its own tfjs
   post({ type: 'started', backend });
+  const pacer = new Pacer(input.cpuShare ?? 1);
   const table = readCsvFile(input.datasetPath);
   const categorical = input.categorical ?? [];
   const result = await trainFromTable(
     table,
     { label: input.label, positive: input.positive, categorical, seed: input.seed, hyperparameters: input.hyperparameters },
     {
-      cpuShare: input.cpuShare,
+      pacer,
       onLog: (message) => post({ type: 'log', message }),
       onEpoch: (r) => post({ type: 'progress', epoch: r.epoch, loss: r.loss, validationAuc: finite(r.validationAuc) }),
     },
@@ -197,7 +199,7 @@ async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promis
       : undefined;
   const versionId = newVersionId(result.dataFingerprint);
   post({ type: 'saving', versionId });
-  await saveTrainedVersion(store, result, { id: versionId, dataset: input.datasetName ?? basename(input.datasetPath), categorical });
+  await saveTrainedVersion(store, result, { id: versionId, dataset: input.datasetName ?? basename(input.datasetPath), categorical, pacer });
   result.model.dispose();
   post({ type: 'result', versionId, metrics: headlineOf(result.metrics.test), cleaning: result.cleaning, comparison });
 }
