@@ -9,9 +9,9 @@ interface PlainLayer {
 }
 
 /**
- * Average gradient of the logit along a straight path, for relu/linear dense chains ending in a
- * sigmoid, in plain typed-array arithmetic: for a network this small, a hand-written forward and
- * backward pass costs a fraction of a millisecond, far less than building a gradient tape.
+ * Path gradients of the logit for relu/linear dense chains ending in a sigmoid, in plain
+ * typed-array arithmetic: for a network this small, hand-written forward and backward passes cost
+ * a fraction of a millisecond, far less than building a gradient tape.
  */
 export class DenseChainGradient {
   private readonly layers: PlainLayer[];
@@ -111,57 +111,6 @@ export class DenseChainGradient {
       const row = i * outSize;
       for (let o = 0; o < outSize; o++) out[o] += x * w[row + o];
     }
-  }
-
-  /** Mean of ∂logit/∂x over the midpoints of `steps` equal segments from `base` to `x`. */
-  averagePathGradient(xIn: Float32Array, baseIn: Float32Array, steps: number): Float64Array {
-    // Own copies: the inner loop then always sees the same array kind, whatever the caller passed.
-    const x = Float64Array.from(xIn);
-    const base = Float64Array.from(baseIn);
-    const L = this.layers;
-    const acts = L.map((l) => new Float64Array(l.outSize));
-    const grads = L.map((l) => new Float64Array(l.inSize));
-    const input = new Float64Array(x.length);
-    const total = new Float64Array(x.length);
-    for (let k = 0; k < steps; k++) {
-      const alpha = (k + 0.5) / steps;
-      for (let j = 0; j < x.length; j++) input[j] = base[j] + alpha * (x[j] - base[j]);
-      // forward, keeping activations for the relu masks
-      let prev: Float64Array = input;
-      for (let li = 0; li < L.length; li++) {
-        const { w, b, inSize, outSize, relu } = L[li];
-        const out = acts[li];
-        for (let o = 0; o < outSize; o++) out[o] = b ? b[o] : 0;
-        for (let i = 0; i < inSize; i++) {
-          const v = prev[i];
-          if (v === 0) continue;
-          const row = i * outSize;
-          for (let o = 0; o < outSize; o++) out[o] += v * w[row + o];
-        }
-        if (relu) for (let o = 0; o < outSize; o++) if (out[o] < 0) out[o] = 0;
-        prev = out;
-      }
-      // backward from d logit / d (last pre-activation) = 1
-      let upstream: Float64Array = new Float64Array([1]);
-      for (let li = L.length - 1; li >= 0; li--) {
-        const { w, inSize, outSize } = L[li];
-        const g = grads[li];
-        for (let i = 0; i < inSize; i++) {
-          let s = 0;
-          const row = i * outSize;
-          for (let o = 0; o < outSize; o++) s += w[row + o] * upstream[o];
-          g[i] = s;
-        }
-        if (li > 0 && L[li - 1].relu) {
-          const a = acts[li - 1];
-          for (let i = 0; i < inSize; i++) if (a[i] <= 0) g[i] = 0;
-        }
-        upstream = g;
-      }
-      for (let j = 0; j < total.length; j++) total[j] += upstream[j];
-    }
-    for (let j = 0; j < total.length; j++) total[j] /= steps;
-    return total;
   }
 }
 
