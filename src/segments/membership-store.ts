@@ -62,6 +62,8 @@ export interface MembershipStore {
   putRule(r: RuleSegment): Promise<void>;
   deleteRule(id: string): Promise<boolean>;
   close(): Promise<void>;
+  /** Optional fast export: pages rendered as CSV/NDJSON text by the store itself. */
+  exportChunks?(segmentId: string, format: 'csv' | 'ndjson', minScore?: number): AsyncGenerator<Buffer>;
 }
 
 export const encodeCursor = (m: Member) => Buffer.from(JSON.stringify([m.score, m.userId])).toString('base64url');

@@ -12,6 +12,36 @@ import {
   type UserRecord,
 } from './membership-store.js';
 
+/**
+ * KEYS[1] segment set; ARGV: max score (inclusive; the cursor's score text), min score, cursor
+ * member ('' for none), page size, 'csv' | 'ndjson'. Members tied with the cursor's score are
+ * skipped up to and including the cursor member (REV order puts ties in descending member order).
+ */
+const EXPORT_PAGE = String.raw`
+local key, maxs, mins, cmember, limit, fmt = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local out, n, offset, lastm, lasts = {}, 0, 0, '', ''
+while n < limit do
+  local batch = redis.call('ZRANGE', key, maxs, mins, 'BYSCORE', 'REV', 'LIMIT', offset, 1000, 'WITHSCORES')
+  for i = 1, #batch, 2 do
+    local m, s = batch[i], batch[i + 1]
+    if not (cmember ~= '' and s == maxs and m >= cmember) then
+      if fmt == 'csv' then
+        local cell = m
+        if string.find(m, '[",\r\n]') then cell = '"' .. (string.gsub(m, '"', '""')) .. '"' end
+        out[#out + 1] = cell .. ',' .. s .. '\n'
+      else
+        out[#out + 1] = '{"userId":' .. cjson.encode(m) .. ',"score":' .. s .. '}\n'
+      end
+      n, lastm, lasts = n + 1, m, s
+      if n >= limit then break end
+    end
+  end
+  if #batch < 2000 then break end
+  offset = offset + 1000
+end
+return { table.concat(out), lastm, lasts, n }
+`;
+
 const K = {
   seg: (id: string) => `pi:seg:${id}`,
   user: (id: string) => `pi:user:${id}`,
@@ -63,6 +93,31 @@ export class RedisMembershipStore implements MembershipStore {
     }
     for (const id of touched) p.hset(K.updated, id, String(now));
     await execOrThrow(p);
+  }
+
+  /**
+   * Export pages rendered inside Redis: one Lua call returns up to `pageSize` members as a single
+   * CSV/NDJSON block (scores in Redis's exact text form) plus the keyset cursor, so Node holds one
+   * Buffer per page instead of thousands of member objects — memory stays flat for any size.
+   */
+  /** The Lua page renderer, registered once per client (EVALSHA with an EVAL fallback). */
+  private get exporter(): { segmentExportPageBuffer(...args: (string | number)[]): Promise<unknown> } {
+    const r = this.redis as unknown as Record<string, unknown>;
+    if (typeof r.segmentExportPageBuffer !== 'function') this.redis.defineCommand('segmentExportPage', { numberOfKeys: 1, lua: EXPORT_PAGE });
+    return this.redis as unknown as { segmentExportPageBuffer(...args: (string | number)[]): Promise<unknown> };
+  }
+
+  async *exportChunks(segmentId: string, format: 'csv' | 'ndjson', minScore?: number, pageSize = 5000): AsyncGenerator<Buffer> {
+    let max = '+inf';
+    let member = '';
+    const min = minScore === undefined ? '-inf' : String(minScore);
+    for (;;) {
+      const [chunk, lastMember, lastScore, n] = (await this.exporter.segmentExportPageBuffer(K.seg(segmentId), max, min, member, pageSize, format)) as [Buffer, Buffer, Buffer, number];
+      if (Number(n) > 0) yield chunk;
+      if (Number(n) < pageSize) return;
+      max = lastScore.toString();
+      member = lastMember.toString();
+    }
   }
 
   async page(segmentId: string, q: PageQuery) {

@@ -124,6 +124,10 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
       // Pages are pulled only as fast as the client reads, so memory stays flat for any size.
       async function* lines() {
         if (format === 'csv') yield 'userId,score\n';
+        if (store.exportChunks) {
+          yield* store.exportChunks(id, format, minScore);
+          return;
+        }
         let cursor: string | undefined;
         do {
           const page = await store.page(id, { limit: EXPORT_PAGE, cursor, minScore });
