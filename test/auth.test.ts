@@ -167,3 +167,15 @@ describe('Authenticator', () => {
     expect(() => new Authenticator('predict-only-no-colon')).toThrow(/scope\[\+scope\]:key/);
   });
 });
+
+describe('auth runs before body validation', () => {
+  it('an admin route refuses a bad body with 403 in open mode, and 401 without a key, not 400', async () => {
+    const open = await buildTestApp({});
+    const res = await open.inject({ method: 'POST', url: '/v1/models/retrain', payload: {} });
+    expect(res.statusCode).toBe(403);
+    await open.close();
+    const keyed = await buildTestApp({ API_KEYS: 'predict:pkey-123456,segments+admin:akey-123456' });
+    expect((await keyed.inject({ method: 'POST', url: '/v1/predict', payload: { nonsense: true } })).statusCode).toBe(401);
+    await keyed.close();
+  });
+});

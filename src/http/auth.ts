@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify';
+import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import { parseApiKeys, type Scope } from '../config/env.js';
 import { AppError } from '../lib/errors.js';
 
@@ -39,7 +39,7 @@ export class Authenticator {
   }
 
   /** `read` accepts a key of any scope (and is open without API_KEYS). */
-  require(scope: Scope | 'read'): preHandlerHookHandler {
+  require(scope: Scope | 'read'): onRequestHookHandler {
     return (request: FastifyRequest, _reply: FastifyReply, done) => {
       if (this.open) {
         if (scope === 'admin') return done(new AppError(403, 'forbidden', 'admin routes are disabled: set API_KEYS with an admin key'));

@@ -16,7 +16,7 @@ export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/v1/segments/score',
     {
-      preHandler: auth.require('segments'),
+      onRequest: auth.require('segments'),
       schema: {
         tags: ['segments'],
         summary: 'Score an audience CSV (userId + feature columns) as a background job',

@@ -28,7 +28,7 @@ export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/v1/datasets',
     {
-      preHandler: auth.require('admin'),
+      onRequest: auth.require('admin'),
       schema: {
         tags: ['datasets'],
         summary: 'Upload a CSV for retraining; answers its inferred schema',

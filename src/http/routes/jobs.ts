@@ -146,7 +146,7 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/v1/models/retrain',
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ['models'],
         summary: 'Retrain on a CSV in a worker thread; optionally promote the new version',
@@ -185,7 +185,7 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/v1/jobs/:id',
     {
-      preHandler: anyKey,
+      onRequest: anyKey,
       schema: {
         tags: ['jobs'],
         summary: 'A job: retraining (status, progress, result, promotion decision) or scoring (rows done, scored, invalid, segment counts)',
@@ -203,7 +203,7 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
   app.delete(
     '/v1/jobs/:id',
     {
-      preHandler: anyKey,
+      onRequest: anyKey,
       schema: {
         tags: ['jobs'],
         summary: 'Cancel a queued or running job (a retraining worker is terminated; no partial version remains)',
@@ -222,7 +222,7 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/v1/jobs/:id/events',
     {
-      preHandler: anyKey,
+      onRequest: anyKey,
       schema: {
         tags: ['jobs'],
         summary: 'Server-sent events: the current status, then `progress` per epoch and `status` on each change; ends when the job finishes',

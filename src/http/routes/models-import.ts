@@ -36,7 +36,7 @@ export const modelImportRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/v1/models',
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ['models'],
         summary: 'Import a Keras model (tensorflowjs layers-model export) as a new inactive version',
@@ -131,7 +131,7 @@ export const modelImportRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/v1/models/scan',
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ['models'],
         summary: 'Register version directories copied into the store by hand (those without manifest.json)',

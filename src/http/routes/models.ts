@@ -52,19 +52,19 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
     if (!store.has(id)) throw notFound(`version ${id}`);
   }
 
-  app.get('/v1/models', { preHandler: read, schema: { tags: ['models'], summary: 'All versions in the registry', response: { 200: z.object({ models: z.array(ModelSummary) }), ...errorResponses } } }, async () => {
+  app.get('/v1/models', { onRequest: read, schema: { tags: ['models'], summary: 'All versions in the registry', response: { 200: z.object({ models: z.array(ModelSummary) }), ...errorResponses } } }, async () => {
     const state = await lifecycle.state();
     return { models: store.listIds().map((id) => summary(id, state)).sort((a, b) => b.created.localeCompare(a.created)) };
   });
 
-  app.get('/v1/models/history', { preHandler: read, schema: { tags: ['models'], summary: 'Activations, rollbacks and canary changes: who, when, why', response: { 200: z.object({ history: z.array(HistoryEntry) }), ...errorResponses } } }, async () => ({
+  app.get('/v1/models/history', { onRequest: read, schema: { tags: ['models'], summary: 'Activations, rollbacks and canary changes: who, when, why', response: { 200: z.object({ history: z.array(HistoryEntry) }), ...errorResponses } } }, async () => ({
     history: [...(await lifecycle.state()).history].reverse(),
   }));
 
   app.get(
     '/v1/models/compare',
     {
-      preHandler: read,
+      onRequest: read,
       schema: {
         tags: ['models'],
         summary: 'Headline metrics of two versions side by side',
@@ -89,7 +89,7 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.get(
     '/v1/models/:version',
-    { preHandler: read, schema: { tags: ['models'], summary: 'Full model card', params: VersionParam, response: { 200: z.object({ card: z.record(z.string(), z.unknown()), state: ModelSummary.shape.state, spec: z.object({ label: z.object({ name: z.string(), positive: z.string() }), threshold: z.number(), features: z.array(z.object({ name: z.string(), type: z.string(), nullable: z.boolean() })) }), metrics: z.record(z.string(), z.unknown()).nullable() }), ...withConflict } } },
+    { onRequest: read, schema: { tags: ['models'], summary: 'Full model card', params: VersionParam, response: { 200: z.object({ card: z.record(z.string(), z.unknown()), state: ModelSummary.shape.state, spec: z.object({ label: z.object({ name: z.string(), positive: z.string() }), threshold: z.number(), features: z.array(z.object({ name: z.string(), type: z.string(), nullable: z.boolean() })) }), metrics: z.record(z.string(), z.unknown()).nullable() }), ...withConflict } } },
     async (request) => {
       const id = request.params.version;
       requireVersion(id);
@@ -107,7 +107,7 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.get(
     '/v1/models/:version/report',
-    { preHandler: read, schema: { tags: ['models'], summary: 'Test-split metrics, confusion matrix at the threshold, calibration bins and ROC points', params: VersionParam, response: { 200: z.record(z.string(), z.unknown()), ...withConflict } } },
+    { onRequest: read, schema: { tags: ['models'], summary: 'Test-split metrics, confusion matrix at the threshold, calibration bins and ROC points', params: VersionParam, response: { 200: z.record(z.string(), z.unknown()), ...withConflict } } },
     async (request) => {
       const id = request.params.version;
       requireVersion(id);
@@ -127,7 +127,7 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.delete(
     '/v1/models/:version',
-    { preHandler: admin, schema: { tags: ['models'], summary: 'Delete an inactive version (409 for the active or canary one)', params: VersionParam, response: { 200: z.object({ deleted: z.string() }), ...withConflict } } },
+    { onRequest: admin, schema: { tags: ['models'], summary: 'Delete an inactive version (409 for the active or canary one)', params: VersionParam, response: { 200: z.object({ deleted: z.string() }), ...withConflict } } },
     async (request) => {
       const id = request.params.version;
       requireVersion(id);
@@ -141,20 +141,20 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post(
     '/v1/models/:version/activate',
-    { preHandler: admin, schema: { tags: ['models'], summary: 'Verify, load, warm up, then atomically swap in this version on every replica', params: VersionParam, body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } },
+    { onRequest: admin, schema: { tags: ['models'], summary: 'Verify, load, warm up, then atomically swap in this version on every replica', params: VersionParam, body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } },
     async (request) => stateOf(await lifecycle.activate(request.params.version, { by: request.actor ?? 'unknown', reason: request.body?.reason })),
   );
 
   app.post(
     '/v1/models/rollback',
-    { preHandler: admin, schema: { tags: ['models'], summary: 'Re-activate the previously active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } },
+    { onRequest: admin, schema: { tags: ['models'], summary: 'Re-activate the previously active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } },
     async (request) => stateOf(await lifecycle.rollback({ by: request.actor ?? 'unknown', reason: request.body?.reason })),
   );
 
   app.post(
     '/v1/models/:version/canary',
     {
-      preHandler: admin,
+      onRequest: admin,
       schema: {
         tags: ['models'],
         summary: 'Route a share of traffic (sticky per userId) to this version, or score it in shadow',
@@ -173,17 +173,17 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
     },
   );
 
-  app.post('/v1/models/canary/promote', { preHandler: admin, schema: { tags: ['models'], summary: 'Make the canary the active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } }, async (request) =>
+  app.post('/v1/models/canary/promote', { onRequest: admin, schema: { tags: ['models'], summary: 'Make the canary the active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } }, async (request) =>
     stateOf(await lifecycle.promoteCanary({ by: request.actor ?? 'unknown', reason: request.body?.reason })),
   );
 
-  app.post('/v1/models/canary/abort', { preHandler: admin, schema: { tags: ['models'], summary: 'Stop the canary; all traffic to the active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } }, async (request) =>
+  app.post('/v1/models/canary/abort', { onRequest: admin, schema: { tags: ['models'], summary: 'Stop the canary; all traffic to the active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } }, async (request) =>
     stateOf(await lifecycle.abortCanary({ by: request.actor ?? 'unknown', reason: request.body?.reason })),
   );
 
   app.get(
     '/v1/models/:version/shadow',
-    { preHandler: read, schema: { tags: ['models'], summary: 'Agreement of a shadow version with the active one', params: VersionParam, response: { 200: z.object({ version: z.string(), n: z.number(), meanAbsDiff: z.number(), labelAgreement: z.number(), incompatible: z.number() }), ...withConflict } } },
+    { onRequest: read, schema: { tags: ['models'], summary: 'Agreement of a shadow version with the active one', params: VersionParam, response: { 200: z.object({ version: z.string(), n: z.number(), meanAbsDiff: z.number(), labelAgreement: z.number(), incompatible: z.number() }), ...withConflict } } },
     async (request) => {
       requireVersion(request.params.version);
       return lifecycle.shadowStats(request.params.version);

@@ -17,7 +17,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/v1/predict',
     {
-      preHandler: auth.require('predict'),
+      onRequest: auth.require('predict'),
       // Schema errors are merged with feature errors so one 400 names every bad field.
       attachValidation: true,
       serializerCompiler: plainJson,
@@ -48,7 +48,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
   app.post(
     '/v1/predict/batch',
     {
-      preHandler: auth.require('predict'),
+      onRequest: auth.require('predict'),
       attachValidation: true,
       serializerCompiler: plainJson,
       schema: {

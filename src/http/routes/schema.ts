@@ -16,7 +16,7 @@ export const schemaRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/v1/schema',
     {
-      preHandler: app.services.auth.require('predict'),
+      onRequest: app.services.auth.require('predict'),
       schema: {
         tags: ['predict'],
         summary: "The active model's input features and an example request body",

@@ -32,15 +32,15 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
   const read = auth.require('segments');
   const admin = auth.require('admin');
 
-  app.get('/v1/segments', { preHandler: read, schema: { tags: ['segments'], summary: 'All segments with their sizes', response: { 200: z.object({ segments: z.array(Segment) }), ...errorResponses } } }, async () => ({
+  app.get('/v1/segments', { onRequest: read, schema: { tags: ['segments'], summary: 'All segments with their sizes', response: { 200: z.object({ segments: z.array(Segment) }), ...errorResponses } } }, async () => ({
     segments: await segments.list(),
   }));
 
-  app.get('/v1/segments/bands', { preHandler: read, schema: { tags: ['segments'], summary: 'Score-band thresholds', response: { 200: BandsSchema, ...errorResponses } } }, async () => segments.currentBands);
+  app.get('/v1/segments/bands', { onRequest: read, schema: { tags: ['segments'], summary: 'Score-band thresholds', response: { 200: BandsSchema, ...errorResponses } } }, async () => segments.currentBands);
 
   app.put(
     '/v1/segments/bands',
-    { preHandler: admin, schema: { tags: ['segments'], summary: 'Change score-band thresholds (applies to predictions from now on)', body: BandsSchema, response: { 200: BandsSchema, ...errorResponses } } },
+    { onRequest: admin, schema: { tags: ['segments'], summary: 'Change score-band thresholds (applies to predictions from now on)', body: BandsSchema, response: { 200: BandsSchema, ...errorResponses } } },
     async (request) => {
       await segments.setBands(request.body);
       return segments.currentBands;
@@ -49,18 +49,18 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post(
     '/v1/segments',
-    { preHandler: read, schema: { tags: ['segments'], summary: 'Create a rule segment', body: RuleSegmentInput, response: { 201: RuleSegmentBody, ...withNotFound } } },
+    { onRequest: read, schema: { tags: ['segments'], summary: 'Create a rule segment', body: RuleSegmentInput, response: { 201: RuleSegmentBody, ...withNotFound } } },
     async (request, reply) => reply.code(201).send(await segments.createRule(request.body)),
   );
 
-  app.get('/v1/segments/:id', { preHandler: read, schema: { tags: ['segments'], params: SegmentId, response: { 200: Segment, ...withNotFound } } }, async (request) =>
+  app.get('/v1/segments/:id', { onRequest: read, schema: { tags: ['segments'], params: SegmentId, response: { 200: Segment, ...withNotFound } } }, async (request) =>
     segments.get(request.params.id),
   );
 
   app.put(
     '/v1/segments/:id',
     {
-      preHandler: read,
+      onRequest: read,
       schema: {
         tags: ['segments'],
         summary: 'Replace a rule segment (members are re-evaluated as users are scored)',
@@ -72,7 +72,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
     async (request) => segments.updateRule(request.params.id, request.body),
   );
 
-  app.delete('/v1/segments/:id', { preHandler: read, schema: { tags: ['segments'], params: SegmentId, response: { 200: z.object({ deleted: z.string() }), ...withNotFound } } }, async (request) => {
+  app.delete('/v1/segments/:id', { onRequest: read, schema: { tags: ['segments'], params: SegmentId, response: { 200: z.object({ deleted: z.string() }), ...withNotFound } } }, async (request) => {
     await segments.deleteRule(request.params.id);
     return { deleted: request.params.id };
   });
@@ -80,7 +80,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/v1/segments/:id/members',
     {
-      preHandler: read,
+      onRequest: read,
       schema: {
         tags: ['segments'],
         summary: 'Members by score, descending, with a stable cursor',
@@ -106,7 +106,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/v1/segments/:id/export',
     {
-      preHandler: read,
+      onRequest: read,
       schema: {
         tags: ['segments'],
         summary: 'All members, streamed as CSV or NDJSON (score descending)',
@@ -148,7 +148,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/v1/segments/:id/profile',
     {
-      preHandler: read,
+      onRequest: read,
       schema: {
         tags: ['segments'],
         summary: 'Profile (画像): score distribution, per-feature comparison with all scored users, most distinctive features',

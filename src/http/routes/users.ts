@@ -12,7 +12,7 @@ export const userRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/v1/users/:userId',
     {
-      preHandler: auth.require('segments'),
+      onRequest: auth.require('segments'),
       schema: {
         tags: ['users'],
         summary: "A user's latest score, model version, persona and segments",
@@ -35,7 +35,7 @@ export const userRoutes: FastifyPluginAsyncZod = async (app) => {
   app.delete(
     '/v1/users/:userId',
     {
-      preHandler: auth.require('segments'),
+      onRequest: auth.require('segments'),
       schema: {
         tags: ['users'],
         summary: 'Erase the user from every store: memberships, user record, kept features, cached scores of their last input',
