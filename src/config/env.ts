@@ -27,7 +27,7 @@ export const ConfigSchema = z.object({
   UPLOAD_LIMIT_BYTES: positiveInt.default(100 * 1024 * 1024),
   MEMBERSHIP_TTL_DAYS: positiveInt.default(30),
   FEATURE_RETENTION: z.enum(['on', 'off']).default('on'),
-  TRAINING_CPU_SHARE: z.coerce.number().gt(0).max(1).default(0.5),
+  TRAINING_CPU_SHARE: z.coerce.number().gt(0).max(1).default(0.3),
   SHUTDOWN_TIMEOUT_MS: positiveInt.default(10_000),
 });
 
