@@ -64,18 +64,3 @@ export function disposeDenseChain(steps: DenseStep[] | null): void {
   }
 }
 
-/**
- * The pre-sigmoid output (the logit) of a chain whose last layer is a sigmoid Dense: exactly
- * logit(p) without clipping, and differentiable (fused relu/linear have gradients).
- */
-export function denseChainLogit(steps: DenseStep[]): ((x: tf.Tensor2D) => tf.Tensor2D) | null {
-  const last = steps[steps.length - 1];
-  if (!last || last.activation !== 'sigmoid' || steps.some((s, i) => i < steps.length - 1 && s.activation !== 'relu' && s.activation !== 'linear')) return null;
-  return (x) => {
-    let h = x;
-    steps.forEach((s, i) => {
-      h = tf.fused.matMul({ a: h, b: s.kernel, bias: s.bias, activation: i === steps.length - 1 ? 'linear' : s.activation }) as tf.Tensor2D;
-    });
-    return h;
-  };
-}

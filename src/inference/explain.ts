@@ -61,13 +61,11 @@ function pathGradient(model: LoadedModel, vector: Float32Array, base: Float32Arr
     const b = tf.tensor2d(base, [1, width]);
     const alphas = tf.tensor2d(Array.from({ length: STEPS }, (_, k) => (k + 0.5) / STEPS), [STEPS, 1]);
     const path = b.add(alphas.mul(x.sub(b)));
-    const logitOf =
-      model.logitFunction ??
-      ((input: tf.Tensor) => {
-        const p = (model.layersModel.apply(input, { training: false }) as tf.Tensor).clipByValue(1e-7, 1 - 1e-7);
-        return p.div(tf.sub(1, p)).log();
-      });
-    const g = tf.grad((input: tf.Tensor) => logitOf(input as tf.Tensor2D).sum())(path);
+    const logitOf = (input: tf.Tensor) => {
+      const p = (model.layersModel.apply(input, { training: false }) as tf.Tensor).clipByValue(1e-7, 1 - 1e-7);
+      return p.div(tf.sub(1, p)).log();
+    };
+    const g = tf.grad((input: tf.Tensor) => logitOf(input).sum())(path);
     return g.mean(0).dataSync() as Float32Array;
   });
 }

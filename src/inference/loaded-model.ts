@@ -1,6 +1,6 @@
 import { tf } from './backend.js';
 import { MicroBatcher } from './micro-batcher.js';
-import { compileDenseChain, denseChainLogit, disposeDenseChain, runDenseChain, type DenseStep } from './dense-chain.js';
+import { compileDenseChain, disposeDenseChain, runDenseChain, type DenseStep } from './dense-chain.js';
 import { DenseChainGradient } from './dense-gradient.js';
 import { Encoder } from '../preprocessing/transform.js';
 import type { FeatureSpec } from '../preprocessing/feature-spec.js';
@@ -85,11 +85,6 @@ export class LoadedModel {
   get chainGradient(): DenseChainGradient | null {
     if (this.gradient === undefined) this.gradient = this.chain && DenseChainGradient.supports(this.chain) ? new DenseChainGradient(this.chain) : null;
     return this.gradient;
-  }
-
-  /** logit(p) as a differentiable function of the encoded input (explanations); null if not a sigmoid dense chain. */
-  get logitFunction(): ((x: tf.Tensor2D) => tf.Tensor2D) | null {
-    return this.chain ? denseChainLogit(this.chain) : null;
   }
 
   /** Whether requests run on the fused dense-chain fast path (else model.predictOnBatch). */
