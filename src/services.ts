@@ -68,7 +68,14 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const scorer = new Scorer(models, cache);
   scorer.router = (userId) => lifecycle.route(userId);
   attachShadowScoring(scorer, lifecycle, log);
-  scorer.onScored((e) => metrics.predictions.inc({ version: e.prediction.modelVersion, cached: String(e.prediction.cached) }));
+  // Label children are cached: resolving labels per prediction costs more than the increment.
+  const counters = new Map<string, { inc(): void }>();
+  scorer.onScored((e) => {
+    const key = `${e.prediction.modelVersion}\u0000${e.prediction.cached}`;
+    let c = counters.get(key);
+    if (!c) counters.set(key, (c = metrics.predictions.labels(e.prediction.modelVersion, String(e.prediction.cached))));
+    c.inc();
+  });
 
   const ttlDays = config.MEMBERSHIP_TTL_DAYS;
   const membershipStore = redis ? new RedisMembershipStore(redis, ttlDays * 86_400) : new MemoryMembershipStore();
