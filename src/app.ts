@@ -1,7 +1,6 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import multipart from '@fastify/multipart';
 import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Config } from './config/env.js';
 import { initBackend } from './inference/backend.js';
@@ -14,11 +13,9 @@ import { schemaRoutes } from './http/routes/schema.js';
 import { modelRoutes } from './http/routes/models.js';
 import { segmentRoutes } from './http/routes/segments.js';
 import { userRoutes } from './http/routes/users.js';
-import { audienceScoringRoutes } from './http/routes/audience-scoring.js';
 import { metricsRoutes } from './http/routes/metrics.js';
-import { modelImportRoutes } from './http/routes/models-import.js';
 import { jobRoutes } from './http/routes/jobs.js';
-import { datasetRoutes } from './http/routes/datasets.js';
+import { uploadRoutes } from './http/routes/uploads.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -61,8 +58,6 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     transformObject: jsonSchemaTransformObject,
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
-  // Multipart uploads (model import); per-file and total size capped by UPLOAD_LIMIT_BYTES.
-  await app.register(multipart, { limits: { fileSize: config.UPLOAD_LIMIT_BYTES, fieldSize: config.UPLOAD_LIMIT_BYTES } });
 
   const backend = await initBackend(config.TF_BACKEND);
   const services = await createServices(config, backend, app.log);
@@ -81,10 +76,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   await app.register(modelRoutes);
   await app.register(segmentRoutes);
   await app.register(userRoutes);
-  await app.register(audienceScoringRoutes);
-  await app.register(modelImportRoutes);
   await app.register(jobRoutes);
-  await app.register(datasetRoutes);
+  // Multipart upload routes (audience scoring, model import, datasets) in their own context.
+  await app.register(uploadRoutes);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

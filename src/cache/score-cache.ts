@@ -35,6 +35,11 @@ export class ScoreCache {
     this.l1 = new LRUCache({ max: opts.maxEntries, ttl: opts.ttlSeconds * 1000 });
   }
 
+  /** Whether an L2 read can be attempted now (Redis configured and connected). */
+  get l2Enabled(): boolean {
+    return this.redis !== undefined && this.redis.status === 'ready';
+  }
+
   getL1(key: string): number | undefined {
     return this.l1.get(key);
   }

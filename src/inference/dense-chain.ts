@@ -51,9 +51,14 @@ function flattenLayers(model: tf.LayersModel): tf.layers.Layer[] {
   return out;
 }
 
+/** Runs the chain; intermediate activations are disposed, the input and the returned output are the caller's. */
 export function runDenseChain(steps: DenseStep[], x: tf.Tensor2D): tf.Tensor2D {
   let h = x;
-  for (const s of steps) h = tf.fused.matMul({ a: h, b: s.kernel, bias: s.bias, activation: s.activation }) as tf.Tensor2D;
+  for (const s of steps) {
+    const next = tf.fused.matMul({ a: h, b: s.kernel, bias: s.bias, activation: s.activation }) as tf.Tensor2D;
+    if (h !== x) h.dispose();
+    h = next;
+  }
   return h;
 }
 

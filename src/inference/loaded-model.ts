@@ -18,6 +18,8 @@ export class LoadedModel {
   private retired = false;
   private disposed = false;
   private readonly chain: DenseStep[] | null;
+  /** One answer object per persona, shared by every prediction (serialized, never mutated). */
+  private readonly personaRefs: readonly { id: number; label: string }[];
 
   constructor(
     readonly id: string,
@@ -36,35 +38,50 @@ export class LoadedModel {
     }
     if (outShape?.[1] !== 1) throw new Error(`model must output one probability per row, output shape is ${JSON.stringify(outShape)}`);
     this.chain = compileDenseChain(model);
+    this.personaRefs = (personas?.centroids ?? []).map((_, id) => Object.freeze({ id, label: personas?.personas[id]?.label ?? `persona ${id + 1}` }));
     this.batcher = new MicroBatcher(this.encoder.width, (data, rows) => this.predictSync(data, rows), batching);
   }
 
   /** Scores an encoded matrix in one model call. */
   predictSync(data: Float32Array, rows: number): Float32Array {
     if (this.disposed) throw new Error(`model ${this.id} is disposed`);
-    return tf.tidy(() => {
-      const x = tf.tensor2d(data, [rows, this.encoder.width]);
-      const out = this.chain ? runDenseChain(this.chain, x) : (this.model.predictOnBatch(x) as tf.Tensor);
+    // Explicit disposal instead of tf.tidy: tidy's scope bookkeeping and its walk over the
+    // returned array cost more than the whole model call for the small batches of the request path.
+    const x = tf.tensor2d(data, [rows, this.encoder.width]);
+    let out: tf.Tensor | undefined;
+    try {
+      out = this.chain ? runDenseChain(this.chain, x) : (this.model.predictOnBatch(x) as tf.Tensor);
       return out.dataSync() as Float32Array;
-    });
+    } finally {
+      x.dispose();
+      out?.dispose();
+    }
   }
 
   /** Nearest persona for an encoded row, or null when the version has none. */
   personaOf(row: Float32Array, offset = 0): { id: number; label: string } | null {
     if (!this.personas) return null;
-    const id = assignPersona(this.personas.centroids, row, offset);
-    return { id, label: this.personas.personas[id]?.label ?? `persona ${id + 1}` };
+    return this.personaRefs[assignPersona(this.personas.centroids, row, offset)];
   }
 
   /** Runs `fn` with the model pinned; retire() waits for pinned work before freeing tensors. */
   async use<T>(fn: (m: LoadedModel) => Promise<T>): Promise<T> {
-    this.refs++;
+    this.pin();
     try {
       return await fn(this);
     } finally {
-      this.refs--;
-      if (this.retired && this.refs === 0) this.dispose();
+      this.unpin();
     }
+  }
+
+  /** Pins the model for work in flight; every pin() must be followed by one unpin(). */
+  pin(): void {
+    this.refs++;
+  }
+
+  unpin(): void {
+    this.refs--;
+    if (this.retired && this.refs === 0) this.dispose();
   }
 
   retire(): void {

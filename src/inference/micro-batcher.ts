@@ -1,25 +1,35 @@
 /**
  * Coalesces concurrent single-row predictions into one model call. Requests that arrive in
  * the same event-loop turn (or within maxWaitMs) share a batch of at most maxBatch rows.
+ *
+ * Rows are copied into one preallocated matrix as they arrive, so a request allocates nothing
+ * here but its promise, and the caller may reuse its row buffer as soon as score() returns.
  */
 export class MicroBatcher {
-  private rows: Float32Array[] = [];
-  private waiters: { resolve: (p: number) => void; reject: (e: unknown) => void }[] = [];
+  private matrix: Float32Array;
+  private count = 0;
+  private resolvers: ((p: number) => void)[] = [];
+  private rejecters: ((e: unknown) => void)[] = [];
   private scheduled = false;
   batches = 0;
   rowsScored = 0;
 
   constructor(
     private readonly width: number,
+    /** Must finish with the matrix before returning (it is reused by the next batch). */
     private readonly runBatch: (data: Float32Array, rows: number) => Float32Array,
     private readonly opts: { maxBatch: number; maxWaitMs: number; onBatch?: (rows: number) => void },
-  ) {}
+  ) {
+    this.matrix = new Float32Array(opts.maxBatch * width);
+  }
 
   score(row: Float32Array): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.rows.push(row);
-      this.waiters.push({ resolve, reject });
-      if (this.rows.length >= this.opts.maxBatch) this.flush();
+      this.matrix.set(row, this.count * this.width);
+      this.count++;
+      this.resolvers.push(resolve);
+      this.rejecters.push(reject);
+      if (this.count >= this.opts.maxBatch) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
         if (this.opts.maxWaitMs > 0) setTimeout(() => this.flush(), this.opts.maxWaitMs);
@@ -29,26 +39,28 @@ export class MicroBatcher {
   }
 
   get pending(): number {
-    return this.rows.length;
+    return this.count;
   }
 
   flush(): void {
     this.scheduled = false;
-    const rows = this.rows;
-    const waiters = this.waiters;
-    if (rows.length === 0) return;
-    this.rows = [];
-    this.waiters = [];
+    const rows = this.count;
+    if (rows === 0) return;
+    const resolvers = this.resolvers;
+    const rejecters = this.rejecters;
+    this.count = 0;
+    this.resolvers = [];
+    this.rejecters = [];
+    let out: Float32Array;
     try {
-      const data = new Float32Array(rows.length * this.width);
-      rows.forEach((r, i) => data.set(r, i * this.width));
-      const out = this.runBatch(data, rows.length);
-      this.batches++;
-      this.rowsScored += rows.length;
-      this.opts.onBatch?.(rows.length);
-      waiters.forEach((w, i) => w.resolve(out[i]));
+      out = this.runBatch(this.matrix.subarray(0, rows * this.width), rows);
     } catch (err) {
-      waiters.forEach((w) => w.reject(err));
+      for (const reject of rejecters) reject(err);
+      return;
     }
+    this.batches++;
+    this.rowsScored += rows;
+    this.opts.onBatch?.(rows);
+    for (let i = 0; i < rows; i++) resolvers[i](out[i]);
   }
 }

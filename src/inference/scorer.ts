@@ -57,24 +57,38 @@ export class Scorer {
     return model;
   }
 
-  async predictOne(instance: PredictInstance, issuesSoFar: FieldIssue[] = [], opts: { explain?: boolean } = {}): Promise<Prediction> {
-    return this.pick(instance.userId).use(async (model) => {
-      const { values, issues } = coerceFeatures(model.spec, instance.features);
-      if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
-      const vector = new Float32Array(model.encoder.width);
-      const oov = model.encoder.encodeInto(values, vector, 0);
-      const key = cacheKey(model.id, vector);
-      let probability = this.cache.getL1(key) ?? (await this.cache.getL2(key));
-      const cached = probability !== undefined;
-      if (probability === undefined) {
-        probability = await model.batcher.score(vector);
-        this.cache.set(key, probability);
-      }
-      const prediction = this.toPrediction(model, probability, cached, oov, values, vector, 0);
-      this.emit({ userId: instance.userId, values, prediction, model, cacheKey: key });
-      if (opts.explain) prediction.explanation = explain(model, values, vector, probability);
-      return prediction;
-    });
+  predictOne(instance: PredictInstance, issuesSoFar: FieldIssue[] = [], opts: { explain?: boolean } = {}): Promise<Prediction> {
+    const model = this.pick(instance.userId);
+    model.pin();
+    return this.scoreOne(model, instance, issuesSoFar, opts).finally(() => model.unpin());
+  }
+
+  /** Encoded rows are written here first: most requests never need their own copy. */
+  private scratch = new Float32Array(0);
+
+  private async scoreOne(model: LoadedModel, instance: PredictInstance, issuesSoFar: FieldIssue[], opts: { explain?: boolean }): Promise<Prediction> {
+    const { values, issues } = coerceFeatures(model.spec, instance.features);
+    if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
+    const width = model.encoder.width;
+    if (this.scratch.length < width) this.scratch = new Float32Array(width);
+    // Anything that reads the row after an await needs its own copy (other requests reuse scratch).
+    const mustCopy = opts.explain || this.cache.l2Enabled;
+    const vector = mustCopy ? new Float32Array(width) : this.scratch.subarray(0, width);
+    const oov = model.encoder.encodeInto(values, vector, 0);
+    const key = cacheKey(model.id, vector);
+    const persona = model.personaOf(vector);
+    let probability = this.cache.getL1(key);
+    if (probability === undefined && this.cache.l2Enabled) probability = await this.cache.getL2(key);
+    const cached = probability !== undefined;
+    if (probability === undefined) {
+      // The batcher copies the row synchronously, so scratch is free again once score() returns.
+      probability = await model.batcher.score(vector);
+      this.cache.set(key, probability);
+    }
+    const prediction = this.toPrediction(model, probability, cached, oov, values, persona);
+    this.emit({ userId: instance.userId, values, prediction, model, cacheKey: key });
+    if (opts.explain) prediction.explanation = explain(model, values, vector, probability);
+    return prediction;
   }
 
   /**
@@ -106,7 +120,7 @@ export class Scorer {
       }
       const predictions: Prediction[] = new Array(n);
       for (let i = 0; i < n; i++) {
-        const prediction = this.toPrediction(model, probs[i], false, oov[i], rows[i], matrix, i * w);
+        const prediction = this.toPrediction(model, probs[i], false, oov[i], rows[i], model.personaOf(matrix, i * w));
         predictions[i] = prediction;
         this.emit({ userId: instances[i].userId, values: rows[i], prediction, model, cacheKey: '' });
       }
@@ -114,7 +128,7 @@ export class Scorer {
     });
   }
 
-  private toPrediction(model: LoadedModel, probability: number, cached: boolean, oov: string[] | undefined, values: FeatureValues, matrix: Float32Array, offset: number): Prediction {
+  private toPrediction(model: LoadedModel, probability: number, cached: boolean, oov: string[] | undefined, values: FeatureValues, persona: Prediction['persona']): Prediction {
     const threshold = model.spec.threshold;
     return {
       probability,
@@ -123,7 +137,7 @@ export class Scorer {
       modelVersion: model.id,
       cached,
       warnings: oov ? oov.map((name) => `${name}: unseen category ${JSON.stringify(values[name])} mapped to the out-of-vocabulary bucket`) : [],
-      persona: model.personaOf(matrix, offset),
+      persona,
     };
   }
 

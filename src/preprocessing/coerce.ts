@@ -23,13 +23,12 @@ export function coerceFeatures(
   const obj = input as Record<string, unknown>;
   const known = featureNames(spec);
   for (const f of spec.features) {
-    const path = `${pathPrefix}.${f.name}`;
     if (!Object.hasOwn(obj, f.name)) {
-      issues.push({ path, message: `missing required ${f.type} feature` });
+      issues.push({ path: `${pathPrefix}.${f.name}`, message: `missing required ${f.type} feature` });
       continue;
     }
     const result = coerceValue(f, obj[f.name]);
-    if (typeof result === 'object' && result !== null && 'error' in result) issues.push({ path, message: result.error });
+    if (typeof result === 'object' && result !== null && 'error' in result) issues.push({ path: `${pathPrefix}.${f.name}`, message: result.error });
     else values[f.name] = result as FeatureValue;
   }
   for (const key of Object.keys(obj)) {
