@@ -17,9 +17,12 @@ export const errorResponses = {
 } as const;
 
 // Values are checked against the active model's feature spec (coerceFeatures), which knows each
-// feature's type and names the exact problem; the edge schema only requires an object. A loose
-// object passes values through without copying them into a new record (3× cheaper per row).
-const Features = z.looseObject({}).describe('Feature name → number | string | boolean | null; see GET /v1/schema');
+// feature's type and names the exact problem; the edge schema only requires an object. A custom
+// check passes the object through as it is: no per-key walk, no copy (batch bodies hold 10,000).
+const Features = z
+  .custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), { message: 'must be an object of feature values' })
+  .meta({ type: 'object', additionalProperties: { nullable: true, oneOf: [{ type: 'number' }, { type: 'string' }, { type: 'boolean' }] } })
+  .describe('Feature name → number | string | boolean | null; see GET /v1/schema');
 
 export const PredictRequest = z
   .object({

@@ -6,6 +6,26 @@ const FLOAT32_MAX = 3.4028234663852886e38;
 const TRUE_STRINGS = new Set(['true', 'TRUE', 'True']);
 const FALSE_STRINGS = new Set(['false', 'FALSE', 'False']);
 
+/** A feature's check, in one object shape for all types (monomorphic reads on the hot path). */
+interface CoerceStep {
+  name: string;
+  type: FeatureDef['type'];
+  nullable: boolean;
+}
+
+const plans = new WeakMap<FeatureSpec, { steps: CoerceStep[]; names: Set<string> }>();
+function planFor(spec: FeatureSpec) {
+  let plan = plans.get(spec);
+  if (!plan) {
+    plan = { steps: spec.features.map((f) => ({ name: f.name, type: f.type, nullable: f.nullable })), names: new Set(spec.features.map((f) => f.name)) };
+    plans.set(spec, plan);
+  }
+  return plan;
+}
+
+/** coerceValue's answer for a bad value (no allocation per check). */
+const INVALID = Symbol('invalid');
+
 /**
  * Validates a JSON `features` object against the spec and returns typed values.
  * Collects every problem instead of stopping at the first, so a client fixes a body in one go.
@@ -21,45 +41,49 @@ export function coerceFeatures(
     return { values, issues: [{ path: pathPrefix, message: 'must be an object of feature values' }] };
   }
   const obj = input as Record<string, unknown>;
-  const known = featureNames(spec);
-  for (const f of spec.features) {
+  const { steps, names } = planFor(spec);
+  for (let i = 0; i < steps.length; i++) {
+    const f = steps[i];
     if (!Object.hasOwn(obj, f.name)) {
       issues.push({ path: `${pathPrefix}.${f.name}`, message: `missing required ${f.type} feature` });
       continue;
     }
-    const result = coerceValue(f, obj[f.name]);
-    if (typeof result === 'object' && result !== null && 'error' in result) issues.push({ path: `${pathPrefix}.${f.name}`, message: result.error });
-    else values[f.name] = result as FeatureValue;
+    const v = obj[f.name];
+    const result = coerceValue(f, v);
+    if (result === INVALID) issues.push({ path: `${pathPrefix}.${f.name}`, message: invalidMessage(f, v) });
+    else values[f.name] = result;
   }
-  for (const key of Object.keys(obj)) {
-    if (!known.has(key)) issues.push({ path: `${pathPrefix}.${key}`, message: 'unknown feature' });
-  }
+  for (const key of Object.keys(obj)) if (!names.has(key)) issues.push({ path: `${pathPrefix}.${key}`, message: 'unknown feature' });
   return { values, issues };
 }
 
-const namesBySpec = new WeakMap<FeatureSpec, Set<string>>();
-function featureNames(spec: FeatureSpec): Set<string> {
-  let names = namesBySpec.get(spec);
-  if (!names) namesBySpec.set(spec, (names = new Set(spec.features.map((f) => f.name))));
-  return names;
-}
-
-function coerceValue(f: FeatureDef, v: unknown): FeatureValue | { error: string } {
-  if (v === null) return f.nullable ? null : { error: 'null is not allowed for this feature' };
+function coerceValue(f: CoerceStep, v: unknown): FeatureValue | typeof INVALID {
+  if (v === null) return f.nullable ? null : INVALID;
   switch (f.type) {
     case 'numeric':
       // Beyond float32 range a value would encode to Infinity.
-      if (typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= FLOAT32_MAX) return v;
-      return { error: `expected a finite number within ±3.4e38, got ${describe(v)}` };
+      return typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= FLOAT32_MAX ? v : INVALID;
     case 'boolean':
       if (typeof v === 'boolean') return v;
       if (typeof v === 'string' && TRUE_STRINGS.has(v)) return true;
       if (typeof v === 'string' && FALSE_STRINGS.has(v)) return false;
-      return { error: `expected true/false or "TRUE"/"FALSE", got ${describe(v)}` };
+      return INVALID;
     case 'categorical':
       if (typeof v === 'string') return v;
       if (typeof v === 'number' && Number.isFinite(v)) return String(v);
-      return { error: `expected a string or number category, got ${describe(v)}` };
+      return INVALID;
+  }
+}
+
+function invalidMessage(f: CoerceStep, v: unknown): string {
+  if (v === null) return 'null is not allowed for this feature';
+  switch (f.type) {
+    case 'numeric':
+      return `expected a finite number within ±3.4e38, got ${describe(v)}`;
+    case 'boolean':
+      return `expected true/false or "TRUE"/"FALSE", got ${describe(v)}`;
+    case 'categorical':
+      return `expected a string or number category, got ${describe(v)}`;
   }
 }
 

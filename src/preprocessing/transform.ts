@@ -1,25 +1,60 @@
 import { featureWidth, inputWidth, type FeatureDef, type FeatureSpec, type FeatureValues } from './feature-spec.js';
 
+const NUMERIC = 0;
+const BOOLEAN = 1;
+const CATEGORICAL = 2;
+
+/**
+ * One feature's encoding, flattened into a single object shape for every feature type: the spec's
+ * per-type objects would make every property read on the request path polymorphic.
+ */
+interface EncodeStep {
+  kind: number;
+  name: string;
+  offset: number;
+  /** Categorical: vocabulary size (the OOV slot is at offset + vocabSize). */
+  vocabSize: number;
+  vocab: Map<string, number>;
+  mean: number;
+  std: number;
+  clip: boolean;
+  clipMin: number;
+  clipMax: number;
+  log1p: boolean;
+  imputeNumber: number;
+  imputeKey: string;
+}
+
 /**
  * Row → model input. Used verbatim by training (matrix building) and serving (per request),
  * so the two can never drift apart.
  */
 export class Encoder {
   readonly width: number;
-  private readonly offsets: number[];
-  private readonly vocabIndex: Map<string, number>[];
+  private readonly steps: EncodeStep[];
 
   constructor(readonly spec: FeatureSpec) {
     this.width = inputWidth(spec);
-    this.offsets = [];
     let offset = 0;
-    for (const f of spec.features) {
-      this.offsets.push(offset);
+    this.steps = spec.features.map((f) => {
+      const step: EncodeStep = {
+        kind: f.type === 'numeric' ? NUMERIC : f.type === 'boolean' ? BOOLEAN : CATEGORICAL,
+        name: f.name,
+        offset,
+        vocabSize: f.type === 'categorical' ? f.vocabulary.length : 0,
+        vocab: new Map(f.type === 'categorical' ? f.vocabulary.map((v, i) => [v, i]) : []),
+        mean: f.type === 'numeric' ? f.mean : 0,
+        std: f.type === 'numeric' ? f.std : 1,
+        clip: f.type === 'numeric' && f.clip !== undefined,
+        clipMin: f.type === 'numeric' && f.clip ? f.clip.min : 0,
+        clipMax: f.type === 'numeric' && f.clip ? f.clip.max : 0,
+        log1p: f.type === 'numeric' && f.transform === 'log1p',
+        imputeNumber: f.type === 'numeric' ? f.impute : f.type === 'boolean' ? Number(f.impute) : 0,
+        imputeKey: f.type === 'categorical' ? f.impute : '',
+      };
       offset += featureWidth(f);
-    }
-    this.vocabIndex = spec.features.map((f) =>
-      f.type === 'categorical' ? new Map(f.vocabulary.map((v, i) => [v, i])) : new Map(),
-    );
+      return step;
+    });
   }
 
   /**
@@ -29,23 +64,25 @@ export class Encoder {
    */
   encodeInto(values: FeatureValues, out: Float32Array, rowOffset: number): string[] | undefined {
     let oov: string[] | undefined;
-    const feats = this.spec.features;
-    for (let i = 0; i < feats.length; i++) {
-      const f = feats[i];
-      const at = rowOffset + this.offsets[i];
-      const raw = values[f.name];
-      if (f.type === 'numeric') {
-        out[at] = encodeNumeric(f, raw == null ? f.impute : (raw as number));
-      } else if (f.type === 'boolean') {
-        out[at] = (raw == null ? f.impute : raw) ? 1 : 0;
+    const steps = this.steps;
+    for (let i = 0; i < steps.length; i++) {
+      const s = steps[i];
+      const at = rowOffset + s.offset;
+      const raw = values[s.name];
+      if (s.kind === NUMERIC) {
+        let v = raw == null ? s.imputeNumber : (raw as number);
+        // Same arithmetic as encodeNumeric (the fitting side), in the same order.
+        if (s.clip) v = Math.min(s.clipMax, Math.max(s.clipMin, v));
+        if (s.log1p) v = Math.log1p(Math.max(0, v));
+        out[at] = (v - s.mean) / s.std;
+      } else if (s.kind === BOOLEAN) {
+        out[at] = (raw == null ? s.imputeNumber : raw) ? 1 : 0;
       } else {
-        const key = raw == null ? f.impute : String(raw);
-        const idx = this.vocabIndex[i].get(key);
-        const width = f.vocabulary.length + 1;
-        for (let k = 0; k < width; k++) out[at + k] = 0;
+        const idx = s.vocab.get(raw == null ? s.imputeKey : String(raw));
+        out.fill(0, at, at + s.vocabSize + 1);
         if (idx === undefined) {
-          out[at + f.vocabulary.length] = 1;
-          (oov ??= []).push(f.name);
+          out[at + s.vocabSize] = 1;
+          (oov ??= []).push(s.name);
         } else {
           out[at + idx] = 1;
         }
@@ -62,7 +99,7 @@ export class Encoder {
 
   /** Column offset of a feature in the input vector (for explanations). */
   offsetOf(index: number): number {
-    return this.offsets[index];
+    return this.steps[index].offset;
   }
 }
 
