@@ -7,7 +7,8 @@
 import Fastify from 'fastify';
 
 const app = Fastify({ logger: false, bodyLimit: 16 * 1024 * 1024 });
-const prediction = { probability: 0.5, label: false, threshold: 0.5, modelVersion: 'bare', cached: false, warnings: [] as string[] };
+// Same shape and about the same size as the service's answer.
+const prediction = { probability: 0.5, label: false, threshold: 0.5, modelVersion: 'bare', cached: false, warnings: [] as string[], persona: { id: 1, label: 'Engaged browsers' } };
 
 app.post('/v1/predict', async (request) => {
   if (request.body === null || typeof request.body !== 'object') throw new Error('no body');
