@@ -23,8 +23,7 @@ export class ScoreCache {
   private readonly l1: LRUCache<string, number>;
   private pendingWrites: [string, number][] = [];
   private pendingReads: { key: string; resolve: (v: number | undefined) => void }[] = [];
-  private readScheduled = false;
-  private flushScheduled = false;
+  private ioScheduled = false;
   l2Hits = 0;
   l2Errors = 0;
 
@@ -54,15 +53,25 @@ export class ScoreCache {
     if (!redis || redis.status !== 'ready') return Promise.resolve(undefined);
     return new Promise((resolve) => {
       this.pendingReads.push({ key, resolve });
-      if (!this.readScheduled) {
-        this.readScheduled = true;
-        setImmediate(() => void this.flushReads());
-      }
+      this.scheduleIo();
+    });
+  }
+
+  /**
+   * One L2 exchange per event-loop turn: the turn's buffered writes and reads are issued together,
+   * so auto-pipelining sends them in a single socket write.
+   */
+  private scheduleIo(): void {
+    if (this.ioScheduled) return;
+    this.ioScheduled = true;
+    setImmediate(() => {
+      this.ioScheduled = false;
+      this.flushWrites();
+      void this.flushReads();
     });
   }
 
   private async flushReads(): Promise<void> {
-    this.readScheduled = false;
     const reads = this.pendingReads;
     this.pendingReads = [];
     if (reads.length === 0) return;
@@ -102,10 +111,7 @@ export class ScoreCache {
     this.l1.set(key, probability);
     if (!this.redis) return;
     this.pendingWrites.push([key, probability]);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flushWrites());
-    }
+    this.scheduleIo();
   }
 
   /** Deletes the L1 entries and L2 keys given (used by user erasure). */
@@ -125,7 +131,6 @@ export class ScoreCache {
   }
 
   private flushWrites(): void {
-    this.flushScheduled = false;
     const writes = this.pendingWrites;
     this.pendingWrites = [];
     const redis = this.redis;

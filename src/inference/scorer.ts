@@ -58,37 +58,41 @@ export class Scorer {
   }
 
   predictOne(instance: PredictInstance, issuesSoFar: FieldIssue[] = [], opts: { explain?: boolean } = {}): Promise<Prediction> {
-    const model = this.pick(instance.userId);
-    model.pin();
-    return this.scoreOne(model, instance, issuesSoFar, opts).finally(() => model.unpin());
+    return this.scoreOne(this.pick(instance.userId), instance, issuesSoFar, opts);
   }
 
   /** Encoded rows are written here first: most requests never need their own copy. */
   private scratch = new Float32Array(0);
 
   private async scoreOne(model: LoadedModel, instance: PredictInstance, issuesSoFar: FieldIssue[], opts: { explain?: boolean }): Promise<Prediction> {
-    const { values, issues } = coerceFeatures(model.spec, instance.features);
-    if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
-    const width = model.encoder.width;
-    if (this.scratch.length < width) this.scratch = new Float32Array(width);
-    // Anything that reads the row after an await needs its own copy (other requests reuse scratch).
-    const mustCopy = opts.explain || this.cache.l2Enabled;
-    const vector = mustCopy ? new Float32Array(width) : this.scratch.subarray(0, width);
-    const oov = model.encoder.encodeInto(values, vector, 0);
-    const key = cacheKey(model.id, vector);
-    const persona = model.personaOf(vector);
-    let probability = this.cache.getL1(key);
-    if (probability === undefined && this.cache.l2Enabled) probability = await this.cache.getL2(key);
-    const cached = probability !== undefined;
-    if (probability === undefined) {
-      // The batcher copies the row synchronously, so scratch is free again once score() returns.
-      probability = await model.batcher.score(vector);
-      this.cache.set(key, probability);
+    // Pinned until answered, so a swap never disposes the weights under this request.
+    model.pin();
+    try {
+      const { values, issues } = coerceFeatures(model.spec, instance.features);
+      if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
+      const width = model.encoder.width;
+      if (this.scratch.length < width) this.scratch = new Float32Array(width);
+      // Anything that reads the row after an await needs its own copy (other requests reuse scratch).
+      const mustCopy = opts.explain || this.cache.l2Enabled;
+      const vector = mustCopy ? new Float32Array(width) : this.scratch.subarray(0, width);
+      const oov = model.encoder.encodeInto(values, vector, 0);
+      const key = cacheKey(model.id, vector);
+      const persona = model.personaOf(vector);
+      let probability = this.cache.getL1(key);
+      if (probability === undefined && this.cache.l2Enabled) probability = await this.cache.getL2(key);
+      const cached = probability !== undefined;
+      if (probability === undefined) {
+        // The batcher copies the row synchronously, so scratch is free again once score() returns.
+        probability = await model.batcher.score(vector);
+        this.cache.set(key, probability);
+      }
+      const prediction = this.toPrediction(model, probability, cached, oov, values, persona);
+      this.emit({ userId: instance.userId, values, prediction, model, cacheKey: key });
+      if (opts.explain) prediction.explanation = explain(model, values, vector, probability);
+      return prediction;
+    } finally {
+      model.unpin();
     }
-    const prediction = this.toPrediction(model, probability, cached, oov, values, persona);
-    this.emit({ userId: instance.userId, values, prediction, model, cacheKey: key });
-    if (opts.explain) prediction.explanation = explain(model, values, vector, probability);
-    return prediction;
   }
 
   /**
