@@ -7,6 +7,8 @@ const PASS_THROUGH = new Set(['InputLayer', 'Dropout', 'GaussianNoise', 'Gaussia
 
 export interface DenseStep {
   kernel: tf.Tensor2D;
+  /** The kernel as [1, in, out]: the shape the _FusedMatMul kernel computes with. */
+  batchKernel: tf.Tensor3D;
   bias: tf.Tensor1D | undefined;
   activation: FusedActivation;
 }
@@ -28,8 +30,10 @@ export function compileDenseChain(model: tf.LayersModel): DenseStep[] | null {
     const activation = String(config.activation ?? 'linear');
     if (!FUSABLE.has(activation)) return null;
     const weights = layer.getWeights();
+    const kernel = tf.keep(weights[0].clone()) as tf.Tensor2D;
     steps.push({
-      kernel: tf.keep(weights[0].clone()) as tf.Tensor2D,
+      kernel,
+      batchKernel: tf.keep(kernel.reshape([1, ...kernel.shape])) as tf.Tensor3D,
       bias: weights[1] ? (tf.keep(weights[1].clone()) as tf.Tensor1D) : undefined,
       activation: activation as FusedActivation,
     });
@@ -51,11 +55,19 @@ function flattenLayers(model: tf.LayersModel): tf.layers.Layer[] {
   return out;
 }
 
-/** Runs the chain; intermediate activations are disposed, the input and the returned output are the caller's. */
-export function runDenseChain(steps: DenseStep[], x: tf.Tensor2D): tf.Tensor2D {
+/**
+ * Runs the chain on a [1, rows, in] input. Each layer goes straight to the backend's _FusedMatMul
+ * kernel, as tf.fused.matMul itself does after reshaping to 3-D, but without the op's gradient
+ * bookkeeping (customGrad), which is half the cost of a small call. Intermediate activations are
+ * disposed; the input and the returned [1, rows, out] output are the caller's.
+ */
+export function runDenseChain(steps: DenseStep[], x: tf.Tensor3D): tf.Tensor3D {
+  const engine = tf.engine();
   let h = x;
   for (const s of steps) {
-    const next = tf.fused.matMul({ a: h, b: s.kernel, bias: s.bias, activation: s.activation }) as tf.Tensor2D;
+    const inputs = s.bias ? { a: h, b: s.batchKernel, bias: s.bias } : { a: h, b: s.batchKernel };
+    const attrs = { transposeA: false, transposeB: false, activation: s.activation, leakyreluAlpha: 0 };
+    const next = engine.runKernel(tf._FusedMatMul, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor3D;
     if (h !== x) h.dispose();
     h = next;
   }
@@ -65,6 +77,7 @@ export function runDenseChain(steps: DenseStep[], x: tf.Tensor2D): tf.Tensor2D {
 export function disposeDenseChain(steps: DenseStep[] | null): void {
   for (const s of steps ?? []) {
     s.kernel.dispose();
+    s.batchKernel.dispose();
     s.bias?.dispose();
   }
 }

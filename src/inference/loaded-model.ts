@@ -47,10 +47,10 @@ export class LoadedModel {
     if (this.disposed) throw new Error(`model ${this.id} is disposed`);
     // Explicit disposal instead of tf.tidy: tidy's scope bookkeeping and its walk over the
     // returned array cost more than the whole model call for the small batches of the request path.
-    const x = tf.tensor2d(data, [rows, this.encoder.width]);
+    const x = this.chain ? tf.tensor3d(data, [1, rows, this.encoder.width]) : tf.tensor2d(data, [rows, this.encoder.width]);
     let out: tf.Tensor | undefined;
     try {
-      out = this.chain ? runDenseChain(this.chain, x) : (this.model.predictOnBatch(x) as tf.Tensor);
+      out = this.chain ? runDenseChain(this.chain, x as tf.Tensor3D) : (this.model.predictOnBatch(x) as tf.Tensor);
       return out.dataSync() as Float32Array;
     } finally {
       x.dispose();
