@@ -69,12 +69,12 @@ export async function createServices(config: Config, backend: string, log: Fasti
   scorer.router = (userId) => lifecycle.route(userId);
   attachShadowScoring(scorer, lifecycle, log);
   // Label children are cached: resolving labels per prediction costs more than the increment.
-  const counters = new Map<string, { inc(): void }>();
-  scorer.onScored((e) => {
-    const key = `${e.prediction.modelVersion}\u0000${e.prediction.cached}`;
+  const counters = new Map<string, { inc(n: number): void }>();
+  scorer.onCounted((version, cached, n) => {
+    const key = `${version}\u0000${cached}`;
     let c = counters.get(key);
-    if (!c) counters.set(key, (c = metrics.predictions.labels(e.prediction.modelVersion, String(e.prediction.cached))));
-    c.inc();
+    if (!c) counters.set(key, (c = metrics.predictions.labels(version, String(cached))));
+    c.inc(n);
   });
 
   const ttlDays = config.MEMBERSHIP_TTL_DAYS;

@@ -38,6 +38,7 @@ export type ModelRouter = (userId: string | undefined) => LoadedModel | null;
 /** Request-path orchestration: validate → encode → cache → micro-batched model call. */
 export class Scorer {
   private listeners: ((e: ScoredEvent) => void)[] = [];
+  private counters: ((modelVersion: string, cached: boolean, n: number) => void)[] = [];
   router: ModelRouter;
 
   constructor(
@@ -49,6 +50,15 @@ export class Scorer {
 
   onScored(listener: (e: ScoredEvent) => void): void {
     this.listeners.push(listener);
+  }
+
+  /** Called once per answer (single) or once per batch request with its row count (for metrics). */
+  onCounted(counter: (modelVersion: string, cached: boolean, n: number) => void): void {
+    this.counters.push(counter);
+  }
+
+  private count(modelVersion: string, cached: boolean, n: number): void {
+    for (const c of this.counters) c(modelVersion, cached, n);
   }
 
   private pick(userId: string | undefined): LoadedModel {
@@ -87,6 +97,7 @@ export class Scorer {
         this.cache.set(key, probability);
       }
       const prediction = this.toPrediction(model, probability, cached, oov, values, persona);
+      this.count(model.id, cached, 1);
       this.emit({ userId: instance.userId, values, prediction, model, cacheKey: key });
       if (opts.explain) prediction.explanation = explain(model, values, vector, probability);
       return prediction;
@@ -107,8 +118,9 @@ export class Scorer {
       const n = instances.length;
       const rows: FeatureValues[] = new Array(n);
       for (let i = 0; i < n; i++) {
-        const r = coerceFeatures(model.spec, instances[i].features, `instances[${i}].features`);
-        if (r.issues.length) issues.push(...r.issues);
+        const r = coerceFeatures(model.spec, instances[i].features);
+        // Paths are rewritten only for bad rows: building a prefix for every row costs more than coercing it.
+        if (r.issues.length) for (const issue of r.issues) issues.push({ path: `instances[${i}].${issue.path}`, message: issue.message });
         rows[i] = r.values;
       }
       if (issues.length) throw new ValidationError(issues);
@@ -128,6 +140,7 @@ export class Scorer {
         predictions[i] = prediction;
         this.emit({ userId: instances[i].userId, values: rows[i], prediction, model, cacheKey: '' });
       }
+      this.count(model.id, false, n);
       return { modelVersion: model.id, predictions };
     });
   }
