@@ -14,6 +14,8 @@ import { assignPersona, type Personas } from '../segments/personas.js';
 export class LoadedModel {
   readonly encoder: Encoder;
   readonly batcher: MicroBatcher;
+  /** A request's encoded row, when nothing reads it after an await (see Scorer): no allocation per request. */
+  readonly scratchRow: Float32Array;
   private refs = 0;
   private retired = false;
   private disposed = false;
@@ -37,6 +39,7 @@ export class LoadedModel {
       );
     }
     if (outShape?.[1] !== 1) throw new Error(`model must output one probability per row, output shape is ${JSON.stringify(outShape)}`);
+    this.scratchRow = new Float32Array(this.encoder.width);
     this.chain = compileDenseChain(model);
     this.personaRefs = (personas?.centroids ?? []).map((_, id) => Object.freeze({ id, label: personas?.personas[id]?.label ?? `persona ${id + 1}` }));
     this.batcher = new MicroBatcher(this.encoder.width, (data, rows) => this.predictSync(data, rows), batching);

@@ -71,20 +71,15 @@ export class Scorer {
     return this.scoreOne(this.pick(instance.userId), instance, issuesSoFar, opts);
   }
 
-  /** Encoded rows are written here first: most requests never need their own copy. */
-  private scratch = new Float32Array(0);
-
   private async scoreOne(model: LoadedModel, instance: PredictInstance, issuesSoFar: FieldIssue[], opts: { explain?: boolean }): Promise<Prediction> {
     // Pinned until answered, so a swap never disposes the weights under this request.
     model.pin();
     try {
       const { values, issues } = coerceFeatures(model.spec, instance.features);
       if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
-      const width = model.encoder.width;
-      if (this.scratch.length < width) this.scratch = new Float32Array(width);
-      // Anything that reads the row after an await needs its own copy (other requests reuse scratch).
+      // Anything that reads the row after an await needs its own copy (other requests reuse scratchRow).
       const mustCopy = opts.explain || this.cache.l2Enabled;
-      const vector = mustCopy ? new Float32Array(width) : this.scratch.subarray(0, width);
+      const vector = mustCopy ? new Float32Array(model.encoder.width) : model.scratchRow;
       const oov = model.encoder.encodeInto(values, vector, 0);
       const key = cacheKey(model.id, vector);
       const persona = model.personaOf(vector);
@@ -92,7 +87,7 @@ export class Scorer {
       if (probability === undefined && this.cache.l2Enabled) probability = await this.cache.getL2(key);
       const cached = probability !== undefined;
       if (probability === undefined) {
-        // The batcher copies the row synchronously, so scratch is free again once score() returns.
+        // The batcher copies the row synchronously, so scratchRow is free again once score() returns.
         probability = await model.batcher.score(vector);
         this.cache.set(key, probability);
       }

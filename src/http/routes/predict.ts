@@ -32,7 +32,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request) => {
       // Feature values are checked against the model's spec, which names the problem precisely.
-      const issues = schemaIssues(request.validationError).filter((i) => !i.path.startsWith('features.'));
+      const issues = request.validationError ? schemaIssues(request.validationError).filter((i) => !i.path.startsWith('features.')) : [];
       const body = request.body as Partial<z.infer<typeof PredictRequest>> | undefined;
       if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError(issues);
       const explain = (request.query as { explain?: string } | undefined)?.explain === 'true';
