@@ -153,6 +153,7 @@ export interface ServiceStats {
   l1Size: number;
   l2Hits: number;
   l2Errors: number;
+  l2Reads: number;
   backend: string;
   cpuUs: number;
   requests: number;

@@ -26,6 +26,8 @@ export class ScoreCache {
   private ioScheduled = false;
   l2Hits = 0;
   l2Errors = 0;
+  /** Coalesced L2 reads issued (one MGET each), for judging how many requests share a round trip. */
+  l2Reads = 0;
 
   constructor(
     private readonly opts: ScoreCacheOptions,
@@ -88,6 +90,7 @@ export class ScoreCache {
   async getManyL2(keys: string[], timeoutMs = this.opts.redisTimeoutMs * 4): Promise<(number | undefined)[]> {
     const redis = this.redis;
     if (!redis || redis.status !== 'ready' || keys.length === 0) return keys.map(() => undefined);
+    this.l2Reads++;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<null>((resolve) => {
       timer = setTimeout(resolve, timeoutMs, null);
