@@ -159,8 +159,28 @@ export class Scorer {
   }
 }
 
+/** Version id → its UTF-8 bytes with a length prefix (ids are few; encoded once). */
+const versionBytes = new Map<string, Uint8Array>();
+let keyInput = new Uint8Array(1024);
+
+/**
+ * The score-cache key of an encoded row: sha1 over (version, row bytes) as base64url. One flat
+ * 27-character string straight from the hash, with no concatenation: the key is hashed again by
+ * the L1 map and stored there, so a short flat string is cheaper than a version-prefixed one.
+ */
 export function cacheKey(version: string, vector: Float32Array): string {
-  // One-shot hash: no Hash object per request.
-  const h = hash('sha1', new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength), 'base64url');
-  return `${version}:${h}`;
+  let prefix = versionBytes.get(version);
+  if (!prefix) {
+    const utf8 = new TextEncoder().encode(version);
+    prefix = new Uint8Array(2 + utf8.length);
+    new DataView(prefix.buffer).setUint16(0, utf8.length);
+    prefix.set(utf8, 2);
+    if (versionBytes.size > 1000) versionBytes.clear();
+    versionBytes.set(version, prefix);
+  }
+  const length = prefix.length + vector.byteLength;
+  if (keyInput.length < length) keyInput = new Uint8Array(length * 2);
+  keyInput.set(prefix, 0);
+  keyInput.set(new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength), prefix.length);
+  return hash('sha1', keyInput.subarray(0, length), 'base64url');
 }
