@@ -112,17 +112,18 @@ export class Scorer {
       const issues = issuesSoFar.slice();
       const n = instances.length;
       const rows: FeatureValues[] = new Array(n);
-      for (let i = 0; i < n; i++) {
-        const r = coerceFeatures(model.spec, instances[i].features);
-        // Paths are rewritten only for bad rows: building a prefix for every row costs more than coercing it.
-        if (r.issues.length) for (const issue of r.issues) issues.push({ path: `instances[${i}].${issue.path}`, message: issue.message });
-        rows[i] = r.values;
-      }
-      if (issues.length) throw new ValidationError(issues);
       const w = model.encoder.width;
       const matrix = new Float32Array(n * w);
       const oov: (string[] | undefined)[] = new Array(n);
-      for (let i = 0; i < n; i++) oov[i] = model.encoder.encodeInto(rows[i], matrix, i * w);
+      for (let i = 0; i < n; i++) {
+        const r = coerceFeatures(model.spec, instances[i].features);
+        rows[i] = r.values;
+        // Paths are rewritten only for bad rows: building a prefix for every row costs more than coercing it.
+        if (r.issues.length) for (const issue of r.issues) issues.push({ path: `instances[${i}].${issue.path}`, message: issue.message });
+        // Encoded while the row is still in cache; the work is wasted only when the request is refused.
+        else if (issues.length === 0) oov[i] = model.encoder.encodeInto(r.values, matrix, i * w);
+      }
+      if (issues.length) throw new ValidationError(issues);
       const CHUNK = 4096;
       const probs = new Float32Array(n);
       for (let start = 0; start < n; start += CHUNK) {
