@@ -8,6 +8,9 @@
  * --buckets attributes every sample to the first BUCKETS entry (in list order) that matches any
  * frame of its stack, i.e. "where did the request path spend its time", startup separated.
  * --per N adds a µs-per-request column (N = requests the process served, e.g. from /__bench/stats).
+ * --packages groups self time by where the code lives (src, each node_modules package, each node:
+ * module, native, GC): run it on the service and on the bare baseline (BENCH_BARE_NODE_ARGS) and
+ * the difference per request is what the service adds.
  */
 import { readFileSync } from 'node:fs';
 
@@ -23,6 +26,7 @@ const top = Number(args[args.indexOf('--top') + 1] ?? 30) || 30;
 const filter = args.includes('--filter') ? args[args.indexOf('--filter') + 1] : undefined;
 const lastSec = args.includes('--last') ? Number(args[args.indexOf('--last') + 1]) : Infinity;
 const buckets = args.includes('--buckets');
+const packages = args.includes('--packages');
 /** [bucket, substring of "function  file:line"], in priority order; a sample goes to the first that matches any of its frames. */
 const BUCKETS: [string, string][] = [
   ['startup: module loading/compiling', 'node:internal/modules/'],
@@ -86,6 +90,15 @@ for (const file of files) {
     }
   };
   console.log(`${file}: ${(total / 1e6).toFixed(2)} s sampled`);
+  if (packages) {
+    const sums = new Map<string, number>();
+    for (const [id, us] of selfUs) {
+      const k = packageOf(byId.get(id)!.callFrame);
+      sums.set(k, (sums.get(k) ?? 0) + us);
+    }
+    show('self time by package', sums);
+    continue;
+  }
   if (buckets) {
     const sums = new Map<string, number>();
     for (const [id, us] of selfUs) {
@@ -105,4 +118,15 @@ for (const file of files) {
   }
   show('self time', self);
   show('inclusive time', incl);
+}
+
+/** "src", "npm:<package>", "node:<module>", "wasm", "(garbage collector)", "native:<fn>", … */
+function packageOf(f: CallFrame): string {
+  const url = f.url;
+  if (!url) return f.functionName.startsWith('(') ? f.functionName : `native:${f.functionName || '(anonymous)'}`;
+  if (url.startsWith('wasm')) return 'wasm';
+  if (url.startsWith('node:')) return `node:${url.slice(5).split('/').slice(0, 2).join('/')}`;
+  const nm = url.split('node_modules/').pop()!;
+  if (nm !== url) return `npm:${nm.split('/').slice(0, nm.startsWith('@') ? 2 : 1).join('/')}`;
+  return url.includes('/src/') ? 'src' : 'other';
 }
