@@ -73,7 +73,7 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
   const missShare = received ? scored / received : NaN;
 
   ctx.log(loadTable([bare, svc]));
-  ctx.log(`ratio service/bare (req/s): ${fmt.ratio(ratio)}   [${slices} interleaved ${sliceSec.toFixed(1)} s slices each; per-slice ratios ${sliceRatios.map(fmt.ratio).join(' ')}]`);
+  ctx.log(`ratio service/bare (req/s): ${fmt.ratio(ratio)}   [${slices} interleaved ${sliceSec.toFixed(1)} s slices each; per-slice ratios ${sliceRatios.map(fmt.ratio).join(' ')}, median ${fmt.ratio(median(sliceRatios))}]`);
   ctx.log(
     table(
       ['CPU while loading', 'server µs/req', 'server core %', 'load-gen core %', 'machine busy % (2 cores, all processes)'],
@@ -125,4 +125,9 @@ function machineTimes(): { busy: number; total: number } {
 
 async function cpuOf(server: ServerHandle): Promise<number> {
   return (await usageOf(server)).cpuUs;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
