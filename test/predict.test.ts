@@ -182,6 +182,10 @@ describe('POST /v1/predict: each bad input is a 400 with the single error body',
     expect(bad.error).toBe('bad_request');
     const xml = await app.inject({ method: 'POST', url: '/v1/predict', payload: '<features/>', headers: { 'content-type': 'application/xml' } });
     expectError(xml, 415, 'unsupported_media_type');
+    // Multipart is parsed only by the upload routes.
+    const form = '--b\r\nContent-Disposition: form-data; name="features"\r\n\r\n{}\r\n--b--\r\n';
+    const multipart = await app.inject({ method: 'POST', url: '/v1/predict', payload: form, headers: { 'content-type': 'multipart/form-data; boundary=b' } });
+    expectError(multipart, 415, 'unsupported_media_type');
   });
 
   it('a body over BODY_LIMIT_BYTES is a 413 with the error body', async () => {
