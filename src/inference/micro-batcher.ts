@@ -6,7 +6,7 @@
  * here but its promise, and the caller may reuse its row buffer as soon as score() returns.
  */
 export class MicroBatcher {
-  private matrix: Float32Array;
+  private readonly matrix: Float32Array;
   private count = 0;
   private resolvers: ((p: number) => void)[] = [];
   private rejecters: ((e: unknown) => void)[] = [];

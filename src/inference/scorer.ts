@@ -67,8 +67,15 @@ export class Scorer {
     return model;
   }
 
+  /** Always settles as a promise (a missing model is a rejection, not a throw). */
   predictOne(instance: PredictInstance, issuesSoFar: FieldIssue[] = [], opts: { explain?: boolean } = {}): Promise<Prediction> {
-    return this.scoreOne(this.pick(instance.userId), instance, issuesSoFar, opts);
+    let model: LoadedModel;
+    try {
+      model = this.pick(instance.userId);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.scoreOne(model, instance, issuesSoFar, opts);
   }
 
   private async scoreOne(model: LoadedModel, instance: PredictInstance, issuesSoFar: FieldIssue[], opts: { explain?: boolean }): Promise<Prediction> {
