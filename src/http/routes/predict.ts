@@ -31,8 +31,9 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      // Feature values are checked against the model's spec, which names the problem precisely.
-      const issues = request.validationError ? schemaIssues(request.validationError).filter((i) => !i.path.startsWith('features.')) : [];
+      // Features are checked against the model's spec (coerceFeatures), which names the problem
+      // precisely; the schema's own report on them would only repeat it.
+      const issues = request.validationError ? schemaIssues(request.validationError).filter((i) => !/^features(\.|$)/.test(i.path)) : [];
       const body = request.body as Partial<z.infer<typeof PredictRequest>> | undefined;
       if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError(issues);
       const explain = (request.query as { explain?: string } | undefined)?.explain === 'true';
@@ -59,7 +60,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      const issues = schemaIssues(request.validationError).filter((i) => !/^instances\[\d+\]\.features\./.test(i.path));
+      const issues = schemaIssues(request.validationError).filter((i) => !/^instances\[\d+\]\.features(\.|$)/.test(i.path));
       const body = request.body as { instances?: unknown } | undefined;
       const instances = Array.isArray(body?.instances) ? (body.instances as { features?: unknown; userId?: string }[]) : [];
       if (issues.some((i) => i.path === 'instances' || i.path === 'body')) {
