@@ -4,22 +4,11 @@ import { buildTestApp, copyDefaultStore } from './helpers/app.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
 import { addSecondVersion, BUNDLED_VERSION } from './helpers/second-version.js';
 import { until } from './helpers/http.js';
+import type { ScoringJobView } from '../src/segments/scoring-jobs.js';
 
 const SEG = 'Bearer seg-key-1234';
 const ADMIN = 'Bearer adm-key-1234';
 const PRED = 'Bearer pred-key-1234';
-
-interface JobBody {
-  id: string;
-  kind: string;
-  status: string;
-  modelVersion: string | null;
-  rowsDone: number;
-  scored: number;
-  invalid: number;
-  errors: { row: number; path: string; message: string }[];
-  segments: Record<string, number>;
-}
 
 function multipartCsv(csv: string, filename = 'audience.csv') {
   const boundary = '----audience' + Math.random().toString(16).slice(2);
@@ -41,7 +30,7 @@ describe('audience scoring and re-scoring jobs', () => {
   });
   afterAll(async () => app.close());
 
-  const job = async (id: string, auth = SEG) => (await app.inject({ url: `/v1/jobs/${id}`, headers: { authorization: auth } })).json() as JobBody;
+  const job = async (id: string, auth = SEG) => (await app.inject({ url: `/v1/jobs/${id}`, headers: { authorization: auth } })).json() as ScoringJobView;
   const finished = async (id: string) => {
     await until(async () => ['succeeded', 'failed', 'cancelled'].includes((await job(id)).status), `job ${id} to finish`, 30_000);
     return job(id);

@@ -23,6 +23,9 @@ function planFor(spec: FeatureSpec) {
   return plan;
 }
 
+/** Issue paths are relative to the request's `features` (the batch route prefixes the instance). */
+const PREFIX = 'features';
+
 /** coerceValue's answer for a bad value (no allocation per check). */
 const INVALID = Symbol('invalid');
 
@@ -30,30 +33,26 @@ const INVALID = Symbol('invalid');
  * Validates a JSON `features` object against the spec and returns typed values.
  * Collects every problem instead of stopping at the first, so a client fixes a body in one go.
  */
-export function coerceFeatures(
-  spec: FeatureSpec,
-  input: unknown,
-  pathPrefix = 'features',
-): { values: FeatureValues; issues: FieldIssue[] } {
+export function coerceFeatures(spec: FeatureSpec, input: unknown): { values: FeatureValues; issues: FieldIssue[] } {
   const issues: FieldIssue[] = [];
   const values: FeatureValues = {};
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    return { values, issues: [{ path: pathPrefix, message: 'must be an object of feature values' }] };
+    return { values, issues: [{ path: PREFIX, message: 'must be an object of feature values' }] };
   }
   const obj = input as Record<string, unknown>;
   const { steps, names } = planFor(spec);
   for (let i = 0; i < steps.length; i++) {
     const f = steps[i];
     if (!Object.hasOwn(obj, f.name)) {
-      issues.push({ path: `${pathPrefix}.${f.name}`, message: `missing required ${f.type} feature` });
+      issues.push({ path: `${PREFIX}.${f.name}`, message: `missing required ${f.type} feature` });
       continue;
     }
     const v = obj[f.name];
     const result = coerceValue(f, v);
-    if (result === INVALID) issues.push({ path: `${pathPrefix}.${f.name}`, message: invalidMessage(f, v) });
+    if (result === INVALID) issues.push({ path: `${PREFIX}.${f.name}`, message: invalidMessage(f, v) });
     else values[f.name] = result;
   }
-  for (const key of Object.keys(obj)) if (!names.has(key)) issues.push({ path: `${pathPrefix}.${key}`, message: 'unknown feature' });
+  for (const key of Object.keys(obj)) if (!names.has(key)) issues.push({ path: `${PREFIX}.${key}`, message: 'unknown feature' });
   return { values, issues };
 }
 
