@@ -47,6 +47,13 @@ function encodeServing(features: unknown): { vector: Float32Array; oov: string[]
   return { vector, oov };
 }
 
+function expectSameMatrix(serving: Float32Array, training: Float32Array): void {
+  let firstMismatch = -1;
+  for (let i = 0; i < training.length && firstMismatch < 0; i++) if (!Object.is(training[i], serving[i])) firstMismatch = i;
+  expect(firstMismatch, firstMismatch < 0 ? '' : `row ${Math.floor(firstMismatch / encoder.width)} column ${firstMismatch % encoder.width}`).toBe(-1);
+  expect(Buffer.from(serving.buffer).equals(Buffer.from(training.buffer))).toBe(true);
+}
+
 function featureIndex(name: string): number {
   const i = spec.features.findIndex((f) => f.name === name);
   if (i < 0) throw new Error(`no feature ${name}`);
@@ -84,10 +91,16 @@ describe('training matrix vs serving path on the real CSV', () => {
       expect(issues, `row ${i}`).toEqual([]);
       encoder.encodeInto(values, serving, i * encoder.width);
     });
-    let firstMismatch = -1;
-    for (let i = 0; i < training.length && firstMismatch < 0; i++) if (!Object.is(training[i], serving[i])) firstMismatch = i;
-    expect(firstMismatch, firstMismatch < 0 ? '' : `row ${Math.floor(firstMismatch / encoder.width)} column ${firstMismatch % encoder.width}`).toBe(-1);
-    expect(Buffer.from(serving.buffer).equals(Buffer.from(training.buffer))).toBe(true);
+    expectSameMatrix(serving, training);
+  });
+
+  it('the compiled reader (what /v1/predict runs first) encodes every row identically too', () => {
+    const training = encoder.encodeRows(typedRows(spec, csvRows));
+    const serving = new Float32Array(csvRows.length * encoder.width);
+    csvRows.map(asClientJson).forEach((features, i) => {
+      expect(encoder.readInto(features, serving, i * encoder.width), `row ${i}`).not.toBeNull();
+    });
+    expectSameMatrix(serving, training);
   });
 
   it('a null (blank) value is imputed, not encoded as zero', () => {

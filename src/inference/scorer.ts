@@ -82,12 +82,10 @@ export class Scorer {
     // Pinned until answered, so a swap never disposes the weights under this request.
     model.pin();
     try {
-      const { values, issues } = coerceFeatures(model.spec, instance.features);
-      if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
       // Anything that reads the row after an await needs its own copy (other requests reuse scratchRow).
       const mustCopy = opts.explain || this.cache.l2Enabled;
       const vector = mustCopy ? new Float32Array(model.encoder.width) : model.scratchRow;
-      const oov = model.encoder.encodeInto(values, vector, 0);
+      const { values, oov } = readFeatures(model, instance.features, vector, 0, issuesSoFar);
       const key = cacheKey(model.id, vector);
       const persona = model.personaOf(vector);
       let probability = this.cache.getL1(key);
@@ -123,12 +121,18 @@ export class Scorer {
       const matrix = new Float32Array(n * w);
       const oov: (string[] | undefined)[] = new Array(n);
       for (let i = 0; i < n; i++) {
+        // Encoded while the row is still in cache; the work is wasted only when the request is refused.
+        const read = model.encoder.readInto(instances[i].features, matrix, i * w);
+        if (read) {
+          rows[i] = read.values;
+          oov[i] = read.oov;
+          continue;
+        }
         const r = coerceFeatures(model.spec, instances[i].features);
         rows[i] = r.values;
         // Paths are rewritten only for bad rows: building a prefix for every row costs more than coercing it.
         if (r.issues.length) for (const issue of r.issues) issues.push({ path: `instances[${i}].${issue.path}`, message: issue.message });
-        // Encoded while the row is still in cache; the work is wasted only when the request is refused.
-        else if (issues.length === 0) oov[i] = model.encoder.encodeInto(r.values, matrix, i * w);
+        else oov[i] = model.encoder.encodeInto(r.values, matrix, i * w);
       }
       if (issues.length) throw new ValidationError(issues);
       const CHUNK = 4096;
@@ -165,6 +169,18 @@ export class Scorer {
     if (this.listeners.length === 0) return;
     for (const l of this.listeners) l(e);
   }
+}
+
+/**
+ * Typed values of one instance, encoded into `out` at `at`: the compiled reader when the features
+ * are clean, else coerceFeatures, whose issues (with any found earlier) refuse the request.
+ */
+function readFeatures(model: LoadedModel, features: unknown, out: Float32Array, at: number, issuesSoFar: FieldIssue[]): { values: FeatureValues; oov: string[] | undefined } {
+  const read = model.encoder.readInto(features, out, at);
+  if (read && issuesSoFar.length === 0) return read;
+  const { values, issues } = coerceFeatures(model.spec, features);
+  if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
+  return { values, oov: model.encoder.encodeInto(values, out, at) };
 }
 
 /** Version id → its UTF-8 bytes with a length prefix (ids are few; encoded once). */

@@ -1,4 +1,5 @@
 import { featureWidth, inputWidth, type FeatureDef, type FeatureSpec, type FeatureValues } from './feature-spec.js';
+import { compileRowReader, type ReadRow, type RowReader } from './compiled-row.js';
 
 const NUMERIC = 0;
 const BOOLEAN = 1;
@@ -32,9 +33,11 @@ interface EncodeStep {
 export class Encoder {
   readonly width: number;
   private readonly steps: EncodeStep[];
+  private readonly reader: RowReader | undefined;
 
   constructor(readonly spec: FeatureSpec) {
     this.width = inputWidth(spec);
+    this.reader = compileRowReader(spec);
     let offset = 0;
     this.steps = spec.features.map((f) => {
       const step: EncodeStep = {
@@ -89,6 +92,14 @@ export class Encoder {
       }
     }
     return oov;
+  }
+
+  /**
+   * The request path's shortcut: checks a JSON `features` object and encodes it in one pass.
+   * Null when the object has any problem; coerceFeatures then names every one of them.
+   */
+  readInto(input: unknown, out: Float32Array, rowOffset: number): ReadRow | null {
+    return this.reader ? this.reader(input, out, rowOffset) : null;
   }
 
   encodeRows(rows: FeatureValues[]): Float32Array {
