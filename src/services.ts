@@ -68,14 +68,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const scorer = new Scorer(models, cache);
   scorer.router = (userId) => lifecycle.route(userId);
   attachShadowScoring(scorer, lifecycle, log);
-  // Label children are cached: resolving labels per prediction costs more than the increment.
-  const counters = new Map<string, { inc(n: number): void }>();
-  scorer.onCounted((version, cached, n) => {
-    const key = `${version}\u0000${cached}`;
-    let c = counters.get(key);
-    if (!c) counters.set(key, (c = metrics.predictions.labels(version, String(cached))));
-    c.inc(n);
-  });
+  scorer.onCounted((version, cached, n) => metrics.countPredictions(version, cached, n));
 
   const ttlDays = config.MEMBERSHIP_TTL_DAYS;
   const membershipStore = redis ? new RedisMembershipStore(redis, ttlDays * 86_400) : new MemoryMembershipStore();

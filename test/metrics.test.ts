@@ -27,4 +27,21 @@ describe('GET /metrics', () => {
     expect(Number(line('intent_micro_batch_rows_sum'))).toBe(20); // the warm-up at load time bypasses the batcher
     expect(line('intent_redis_up')).toBe('-1');
   });
+
+  it('keeps prediction counts cumulative across scrapes, counting each prediction once', async () => {
+    const scrape = async (cached: boolean) => {
+      const body = (await app.inject('/metrics')).body;
+      const l = body.split('\n').find((x) => x.startsWith(`intent_predictions_total{version="shoppers-mlp-v1",cached="${cached}"}`));
+      return Number(l?.split(' ').at(-1) ?? 0);
+    };
+    const before = { computed: await scrape(false), cached: await scrape(true) };
+    const rows = shopperFeatureRows(40).slice(25);
+    await app.inject({ method: 'POST', url: '/v1/predict/batch', payload: { instances: rows.map((features) => ({ features })) } });
+    expect(await scrape(false)).toBe(before.computed + rows.length);
+    expect(await scrape(false)).toBe(before.computed + rows.length); // a second scrape adds nothing
+    await app.inject({ method: 'POST', url: '/v1/predict', payload: { features: rows[0] } });
+    await app.inject({ method: 'POST', url: '/v1/predict', payload: { features: rows[0] } });
+    expect(await scrape(false)).toBe(before.computed + rows.length + 1);
+    expect(await scrape(true)).toBe(before.cached + 1);
+  });
 });
