@@ -114,6 +114,22 @@ describe('score cache with Redis (L2)', () => {
     expect(out.predictions[1].probability).toBe(computed.probability);
   });
 
+  it('concurrent requests waiting on L2 each keep their own row: scores equal the batch scores of the same rows', async () => {
+    const inputs = Array.from({ length: 300 }, () => fresh());
+    const readsBefore = appA.services.cache.l2Reads;
+    const singles = await Promise.all(inputs.map((features) => predict(appA, features)));
+    expect(singles.every((p) => !p.cached)).toBe(true);
+    // Reads were shared: far fewer L2 round trips than requests.
+    expect(appA.services.cache.l2Reads - readsBefore).toBeLessThan(inputs.length / 5);
+    const res = await appA.inject({ method: 'POST', url: '/v1/predict/batch', payload: { instances: inputs.map((features) => ({ features })) } });
+    const batch = (res.json() as { predictions: PredictionBody[] }).predictions;
+    expect(singles.map((p) => p.probability)).toEqual(batch.map((p) => p.probability));
+    // And answered from L2 by the other app, still row for row.
+    const fromB = await Promise.all(inputs.map((features) => predict(appB, features)));
+    expect(fromB.every((p) => p.cached)).toBe(true);
+    expect(fromB.map((p) => p.probability)).toEqual(batch.map((p) => p.probability));
+  });
+
   it('batch rows neither read nor write the cache', async () => {
     const instances = [fresh(), fresh(), fresh()].map((features) => ({ features }));
     const first = (await appA.inject({ method: 'POST', url: '/v1/predict/batch', payload: { instances } })).json() as { predictions: PredictionBody[] };
@@ -181,6 +197,32 @@ describe('version keying', () => {
 });
 
 describe('Redis outage', () => {
+  it('keeps answering while Redis hangs (frozen, connection open), then uses L2 again', async () => {
+    for (const app of [appA, appB]) await until(() => app.services.models.active?.id === VERSION, 'bundled version active');
+    const known = fresh();
+    await predict(appA, known);
+    await until(() => client.exists(redisKeyFor(appA, known)), 'the L2 write to land');
+    redis.pause();
+    try {
+      const during = Array.from({ length: 50 }, () => fresh());
+      const answers = await Promise.all(during.map((features) => appB.inject({ method: 'POST', url: '/v1/predict', payload: { features } })));
+      for (const res of answers) {
+        expect(res.statusCode, res.body).toBe(200);
+        expect((res.json() as PredictionBody).cached).toBe(false);
+      }
+    } finally {
+      redis.resume();
+    }
+    // appB never saw `known`: once Redis answers again, it comes from L2.
+    expect(appB.services.cache.getL1(redisKeyFor(appB, known).slice(SCORE_PREFIX.length))).toBeUndefined();
+    const hitsBefore = appB.services.cache.l2Hits;
+    await until(async () => {
+      appB.services.cache.clearL1(); // a miss while Redis was catching up would otherwise answer from L1
+      return (await predict(appB, known)).cached;
+    }, 'an L2 hit after resume');
+    expect(appB.services.cache.l2Hits).toBeGreaterThan(hitsBefore);
+  });
+
   it('keeps answering while Redis is down, reports it, and recovers after a restart', async () => {
     // Settle: every replica serves the bundled version (the previous test touched fleet state).
     for (const app of [appA, appB]) await until(() => app.services.models.active?.id === VERSION, 'bundled version active');

@@ -24,6 +24,8 @@ export class ScoreCache {
   private pendingWrites: [string, number][] = [];
   private pendingReads: { key: string; resolve: (v: number | undefined) => void }[] = [];
   private ioScheduled = false;
+  /** An L2 read is on the wire; reads arriving meanwhile wait for it and then leave together. */
+  private readInFlight = false;
   l2Hits = 0;
   l2Errors = 0;
   /** Coalesced L2 reads issued (one MGET each), for judging how many requests share a round trip. */
@@ -60,11 +62,14 @@ export class ScoreCache {
   }
 
   /**
-   * One L2 exchange per event-loop turn: the turn's buffered writes and reads are issued together,
-   * so auto-pipelining sends them in a single socket write.
+   * One L2 exchange at a time: the buffered writes and reads leave together (auto-pipelining sends
+   * them in a single socket write), and whatever arrives while that exchange is on the wire leaves
+   * in the next one as soon as it returns (or times out). An idle service sends at once; a busy one
+   * shares each round trip among more requests instead of paying for more round trips, which cost
+   * far more client CPU than the keys in them.
    */
   private scheduleIo(): void {
-    if (this.ioScheduled) return;
+    if (this.ioScheduled || this.readInFlight) return;
     this.ioScheduled = true;
     setImmediate(() => {
       this.ioScheduled = false;
@@ -77,14 +82,21 @@ export class ScoreCache {
     const reads = this.pendingReads;
     this.pendingReads = [];
     if (reads.length === 0) return;
-    const values = await this.getManyL2(
-      reads.map((r) => r.key),
-      this.opts.redisTimeoutMs,
-    );
+    this.readInFlight = true;
+    let values: (number | undefined)[];
+    try {
+      values = await this.getManyL2(
+        reads.map((r) => r.key),
+        this.opts.redisTimeoutMs,
+      );
+    } finally {
+      this.readInFlight = false;
+    }
     reads.forEach((r, i) => {
       if (values[i] !== undefined) this.l2Hits++;
       r.resolve(values[i]);
     });
+    if (this.pendingReads.length || this.pendingWrites.length) this.scheduleIo();
   }
 
   async getManyL2(keys: string[], timeoutMs = this.opts.redisTimeoutMs * 4): Promise<(number | undefined)[]> {

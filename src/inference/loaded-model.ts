@@ -6,6 +6,9 @@ import { Encoder } from '../preprocessing/transform.js';
 import type { FeatureSpec } from '../preprocessing/feature-spec.js';
 import { assignPersona, type Personas } from '../segments/personas.js';
 
+/** Row buffers kept for reuse: more than the requests one process has in flight at once. */
+const MAX_FREE_ROWS = 1024;
+
 /**
  * One model version in memory: weights, its feature spec and encoder, and its own micro-batcher
  * (so a batch never mixes versions). Reference-counted so a swapped-out version is disposed only
@@ -16,6 +19,7 @@ export class LoadedModel {
   readonly batcher: MicroBatcher;
   /** A request's encoded row, when nothing reads it after an await (see Scorer): no allocation per request. */
   readonly scratchRow: Float32Array;
+  private readonly freeRows: Float32Array[] = [];
   private refs = 0;
   private retired = false;
   private disposed = false;
@@ -59,6 +63,18 @@ export class LoadedModel {
       x.dispose();
       out?.dispose();
     }
+  }
+
+  /**
+   * A row buffer for a request that reads its row after an await (L2 lookup, explanation); hand
+   * it back with giveRow once nothing reads it any more. Reused, so busy traffic allocates none.
+   */
+  takeRow(): Float32Array {
+    return this.freeRows.pop() ?? new Float32Array(this.encoder.width);
+  }
+
+  giveRow(row: Float32Array): void {
+    if (this.freeRows.length < MAX_FREE_ROWS) this.freeRows.push(row);
   }
 
   /** Nearest persona for an encoded row, or null when the version has none. */

@@ -81,15 +81,16 @@ export class Scorer {
   private async scoreOne(model: LoadedModel, instance: PredictInstance, issuesSoFar: FieldIssue[], opts: { explain?: boolean }): Promise<Prediction> {
     // Pinned until answered, so a swap never disposes the weights under this request.
     model.pin();
+    // A row read after an await needs a buffer of its own (other requests reuse scratchRow).
+    const useL2 = this.cache.l2Enabled;
+    const ownRow = opts.explain === true || useL2;
+    const vector = ownRow ? model.takeRow() : model.scratchRow;
     try {
-      // Anything that reads the row after an await needs its own copy (other requests reuse scratchRow).
-      const mustCopy = opts.explain || this.cache.l2Enabled;
-      const vector = mustCopy ? new Float32Array(model.encoder.width) : model.scratchRow;
       const { values, oov } = readFeatures(model, instance.features, vector, 0, issuesSoFar);
       const key = cacheKey(model.id, vector);
       const persona = model.personaOf(vector);
       let probability = this.cache.getL1(key);
-      if (probability === undefined && this.cache.l2Enabled) probability = await this.cache.getL2(key);
+      if (probability === undefined && useL2) probability = await this.cache.getL2(key);
       const cached = probability !== undefined;
       if (probability === undefined) {
         // The batcher copies the row synchronously, so scratchRow is free again once score() returns.
@@ -102,6 +103,7 @@ export class Scorer {
       if (opts.explain) prediction.explanation = explain(model, values, vector, probability);
       return prediction;
     } finally {
+      if (ownRow) model.giveRow(vector);
       model.unpin();
     }
   }

@@ -61,10 +61,20 @@ export class TestRedis {
     const proc = this.proc;
     if (!proc || proc.exitCode !== null) return;
     this.proc = null;
+    proc.kill('SIGCONT'); // a paused server would not see the kill until resumed
     await new Promise<void>((resolve) => {
       proc.once('exit', () => resolve());
       proc.kill('SIGKILL');
     });
+  }
+
+  /** Freezes the server (SIGSTOP): connections stay open but nothing is answered, like a hung Redis. */
+  pause(): void {
+    this.proc?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.proc?.kill('SIGCONT');
   }
 
   async restart(): Promise<void> {

@@ -30,7 +30,8 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
         response: { 200: Prediction, ...errorResponses },
       },
     },
-    async (request) => {
+    // Not async: the scorer's promise is returned as is, without wrapping it in another one.
+    (request) => {
       // Features are checked against the model's spec (coerceFeatures), which names the problem
       // precisely; the schema's own report on them would only repeat it.
       const issues = request.validationError ? schemaIssues(request.validationError).filter((i) => !/^features(\.|$)/.test(i.path)) : [];

@@ -1,0 +1,80 @@
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ScoreCache } from '../src/cache/score-cache.js';
+import { TestRedis } from './helpers/redis-server.js';
+import { until } from './helpers/http.js';
+
+/** How L2 reads share round trips, against a real Redis that the test freezes and thaws. */
+
+let redis: TestRedis;
+let client: Redis;
+
+beforeAll(async () => {
+  redis = await TestRedis.start();
+  client = new Redis(redis.url, { maxRetriesPerRequest: null });
+  await client.mset('pi:score:k0', '0.25', 'pi:score:k1', '0.5', 'pi:score:k2', '0.125', 'pi:score:k3', '0.75');
+});
+
+afterEach(() => redis.resume());
+
+afterAll(async () => {
+  client?.disconnect();
+  await redis?.close();
+});
+
+async function connectedCache(redisTimeoutMs: number): Promise<{ cache: ScoreCache; conn: Redis }> {
+  const conn = new Redis(redis.url, { enableAutoPipelining: true, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  await until(() => conn.status === 'ready', 'cache connection ready');
+  return { cache: new ScoreCache({ maxEntries: 100, ttlSeconds: 60, redisTimeoutMs }, conn), conn };
+}
+
+const turns = async (n: number) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
+
+describe('ScoreCache L2 reads', () => {
+  it('hold reads that arrive while one is on the wire, then send them together in one MGET', async () => {
+    const { cache, conn } = await connectedCache(5000);
+    try {
+      redis.pause();
+      const first = cache.getL2('k0');
+      await turns(3);
+      expect(cache.l2Reads).toBe(1);
+      const later = [cache.getL2('k1'), cache.getL2('k2')];
+      await turns(3);
+      const third = cache.getL2('k3');
+      await new Promise((r) => setTimeout(r, 30));
+      expect(cache.l2Reads).toBe(1); // still one exchange: the others wait for it
+      redis.resume();
+      expect(await first).toBe(0.25);
+      expect(await Promise.all([...later, third])).toEqual([0.5, 0.125, 0.75]);
+      expect(cache.l2Reads).toBe(2);
+      expect(cache.l2Hits).toBe(4);
+      // An idle cache sends at once again.
+      expect(await cache.getL2('missing')).toBeUndefined();
+      expect(cache.l2Reads).toBe(3);
+    } finally {
+      conn.disconnect();
+    }
+  });
+
+  it('a hung Redis delays reads by the timeout, never stalls them', async () => {
+    const { cache, conn } = await connectedCache(50);
+    try {
+      redis.pause();
+      const started = Date.now();
+      const first = cache.getL2('k0');
+      await turns(3);
+      const held = cache.getL2('k1');
+      expect(await first).toBeUndefined();
+      expect(await held).toBeUndefined(); // sent after the first timed out, then timed out itself
+      expect(cache.l2Reads).toBe(2);
+      expect(Date.now() - started).toBeLessThan(5000);
+      redis.resume();
+      // Late replies are ignored; fresh reads work again.
+      expect(await until(() => cache.getL2('k2'), 'reads answered after resume')).toBe(0.125);
+    } finally {
+      conn.disconnect();
+    }
+  });
+});
