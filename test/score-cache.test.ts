@@ -1,10 +1,12 @@
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
 import { ScoreCache } from '../src/cache/score-cache.js';
+import { createRedis } from '../src/cache/redis-client.js';
 import { TestRedis } from './helpers/redis-server.js';
 import { until } from './helpers/http.js';
 
-/** How L2 reads share round trips, against a real Redis that the test freezes and thaws. */
+/** How L2 reads and writes share round trips, against a real Redis that the test freezes and thaws. */
 
 let redis: TestRedis;
 let client: Redis;
@@ -23,7 +25,7 @@ afterAll(async () => {
 });
 
 async function connectedCache(redisTimeoutMs: number): Promise<{ cache: ScoreCache; conn: Redis }> {
-  const conn = new Redis(redis.url, { enableAutoPipelining: true, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+  const conn = createRedis(redis.url, pino({ level: 'silent' }));
   await until(() => conn.status === 'ready', 'cache connection ready');
   return { cache: new ScoreCache({ maxEntries: 100, ttlSeconds: 60, redisTimeoutMs }, conn), conn };
 }
@@ -53,6 +55,27 @@ describe('ScoreCache L2 reads', () => {
       // An idle cache sends at once again.
       expect(await cache.getL2('missing')).toBeUndefined();
       expect(cache.l2Reads).toBe(3);
+    } finally {
+      conn.disconnect();
+    }
+  });
+
+  it('writes land with their TTL, leave with the reads of the same turn, and survive a script flush', async () => {
+    const { cache, conn } = await connectedCache(2000);
+    try {
+      cache.set('w1', 0.375);
+      await until(async () => (await client.get('pi:score:w1')) === '0.375', 'the write to land');
+      const ttl = await client.ttl('pi:score:w1');
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(60);
+      // A restarted or flushed server no longer knows the script: the exchange loads it again.
+      await client.script('FLUSH');
+      const reads = cache.l2Reads;
+      cache.set('w2', 0.625);
+      expect(await cache.getL2('w1')).toBe(0.375);
+      expect(cache.l2Reads).toBe(reads + 1);
+      expect(await client.get('pi:score:w2')).toBe('0.625'); // written by that same exchange
+      expect(cache.l2Errors).toBe(0);
     } finally {
       conn.disconnect();
     }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import type { BenchContext } from './context.js';
 import type { ServerHandle } from './children.js';
@@ -28,7 +29,7 @@ const SLICE_SEC = Number(process.env.BENCH_SLICE || 2);
  * background load on the shared machine hits both about equally; the slices are then merged.
  * Also reports CPU per request inside each server process, which noise distorts much less.
  */
-export async function compareWithBare(ctx: BenchContext, service: ServerHandle, serviceLabel: string): Promise<Comparison> {
+export async function compareWithBare(ctx: BenchContext, service: ServerHandle, serviceLabel: string, sidecar?: { label: string; pid: number }): Promise<Comparison> {
   const bareServer = await ctx.bareServer();
   const { durationSec, warmupSec, connections } = ctx.settings;
   const common = { connections, path: '/v1/predict', body: () => ctx.bodies.nextPredict() };
@@ -41,10 +42,12 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
   const slices = Math.max(1, Math.round(durationSec / SLICE_SEC));
   const sliceSec = durationSec / slices;
   const statsBefore = await ctx.serviceStats(service);
+  let sidecarUs = 0;
   for (let i = 0; i < slices; i++) {
     const order = i % 2 === 0 ? targets : [...targets].reverse();
     for (const t of order) {
       const before = await cpuOf(t.server);
+      const sidecarBefore = sidecar && t.server === service ? processCpuUs(sidecar.pid) : 0;
       const gen = process.cpuUsage();
       const m0 = machineTimes();
       t.runs.push(await runLoad({ ...common, label: t.label, url: t.server.url, durationSec: sliceSec, warmupSec: 0 }));
@@ -54,6 +57,7 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
       t.machine.busy += m1.busy - m0.busy;
       t.machine.total += m1.total - m0.total;
       t.cpuUs += (await cpuOf(t.server)) - before;
+      if (sidecar && t.server === service) sidecarUs += processCpuUs(sidecar.pid) - sidecarBefore;
     }
   }
   const statsAfter = await ctx.serviceStats(service);
@@ -91,6 +95,7 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
     ),
   );
   ctx.log(`CPU-cost ratio bare/service: ${fmt.ratio(bareCpu / svcCpu)} (the throughput ratio if both were CPU-bound on a quiet core)`);
+  if (sidecar) ctx.log(`${sidecar.label} CPU while the service was loaded: ${fmt.n(sidecarUs / Math.max(1, svc.responses), 1)} µs per service response (same 2 cores)`);
   const bareRequests = (await usageOf(bareServer)).requests;
   ctx.log(`POST requests since process start (incl. warm-ups; divide --cpu-prof times by these): service ${statsAfter.requests}, bare ${bareRequests}`);
   ctx.log(
@@ -111,6 +116,21 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
     l2Errors: statsAfter.l2Errors - statsBefore.l2Errors,
   };
 }
+
+/** CPU time (user + system) a process has used so far, in µs, from /proc (Linux). */
+function processCpuUs(pid: number): number {
+  try {
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th of them.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+
+/** USER_HZ: the unit of /proc/<pid>/stat times (100 on Linux for every common architecture). */
+const CLOCK_TICKS = 100;
 
 function machineTimes(): { busy: number; total: number } {
   let busy = 0;

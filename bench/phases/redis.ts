@@ -12,7 +12,7 @@ export const redisPhase: Phase = {
     ctx.defer(() => redis.close());
     const service = await ctx.startService('service+redis', { REDIS_URL: redis.url });
     ctx.log(`service pid ${service.pid} backend ${String(service.info.backend)}, redis ${redis.url}`);
-    const c = await compareWithBare(ctx, service, 'service (L1 + Redis L2)');
+    const c = await compareWithBare(ctx, service, 'service (L1 + Redis L2)', redis.pid ? { label: 'redis-server', pid: redis.pid } : undefined);
     ctx.check('service/bare req/s', '>= 0.70', `${fmt.ratio(c.ratio)} (CPU ${fmt.ratio(c.bareCpuUsPerReq / c.serviceCpuUsPerReq)})`, c.ratio >= 0.7);
     ctx.check(`p99 latency (${ctx.settings.connections} conns)`, '<= 5 ms', `${fmt.ms(c.service.p99)} ms (bare ${fmt.ms(c.bare.p99)})`, c.service.p99 <= 5);
     ctx.check('failed requests', '0', `${c.service.non2xx + c.service.errors}`, c.service.non2xx + c.service.errors === 0);

@@ -33,6 +33,11 @@ export class TestRedis {
     return r;
   }
 
+  /** The server process id (undefined while stopped). */
+  get pid(): number | undefined {
+    return this.proc?.pid;
+  }
+
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
