@@ -36,7 +36,8 @@ export class DenseChainGradient {
    * between the points where some hidden unit's pre-activation crosses zero, so the path splits
    * into segments of constant gradient: find each crossing in closed form, weight each segment's
    * gradient by its length. Integrated gradients then add up to logit(x) − logit(base) up to
-   * rounding, at the cost of a few forward/backward passes per segment.
+   * rounding, at the cost of a few forward/backward passes per segment (all but the first layer:
+   * its part is affine in α along the whole path and is done once).
    */
   exactPathGradient(xIn: Float32Array, baseIn: Float32Array): Float64Array {
     const L = this.layers;
@@ -48,31 +49,49 @@ export class DenseChainGradient {
     const pre = L.map((l) => new Float64Array(l.outSize));
     const preSlope = L.map((l) => new Float64Array(l.outSize));
     const grads = L.map((l) => new Float64Array(l.inSize));
-    const total = new Float64Array(n);
-    const val = new Float64Array(n);
+    // The first layer's pre-activations are affine in α along the whole path: computed once.
+    const first = L[0];
+    const firstAt0 = new Float64Array(first.outSize);
+    const firstSlope = new Float64Array(first.outSize);
+    this.affine(0, base, firstAt0, true);
+    this.affine(0, dir, firstSlope, false);
+    // Σ over segments of (gradient at the first layer's output) × (segment length); the input
+    // gradient is linear in it, so the widest product (inputs × first layer) is done once, at the end.
+    const firstOutGrad = new Float64Array(first.outSize);
     let a0 = 0;
     for (let segment = 0; a0 < 1 && segment < 10_000; segment++) {
       // With the masks of the region just after a0, every pre-activation is value + slope·(α − a0);
-      // a unit is on there if positive, or exactly at zero and rising. The region ends at the first
-      // zero crossing ahead.
-      for (let j = 0; j < n; j++) val[j] = base[j] + a0 * dir[j];
-      let v: Float64Array = val;
-      let sl: Float64Array = dir;
+      // the region ends at the first zero crossing ahead.
+      let v: Float64Array = pre[0];
+      let sl: Float64Array = preSlope[0];
       let next = 1;
       for (let li = 0; li < L.length; li++) {
-        this.affine(li, v, pre[li], true);
-        this.affine(li, sl, preSlope[li], false);
-        if (!L[li].relu) break;
+        if (li === 0) {
+          for (let o = 0; o < first.outSize; o++) {
+            pre[0][o] = firstAt0[o] + a0 * firstSlope[o];
+            preSlope[0][o] = firstSlope[o];
+          }
+        } else {
+          this.affine(li, v, pre[li], true);
+          this.affine(li, sl, preSlope[li], false);
+        }
+        if (!L[li].relu) {
+          // A linear layer (or the output) has no kinks: it passes its affine values on.
+          v = pre[li];
+          sl = preSlope[li];
+          continue;
+        }
         const m = masks[li];
         for (let o = 0; o < L[li].outSize; o++) {
           const p = pre[li][o];
           const s = preSlope[li][o];
-          const on = p > 1e-12 || (p >= -1e-12 && s > 0);
+          // A crossing within rounding distance of a0 counts as behind us: the unit is then in the
+          // state it takes after the crossing (the slope's sign); otherwise in its current state.
+          const t = s !== 0 ? -p / s : Infinity;
+          const ahead = t > CROSSING_EPS;
+          const on = ahead ? p > 0 : s !== 0 ? s > 0 : p > 0;
           m[o] = on ? 1 : 0;
-          if (s !== 0) {
-            const t = -p / s;
-            if (t > 1e-12 && a0 + t < next) next = a0 + t;
-          }
+          if (ahead && a0 + t < next) next = a0 + t;
           if (!on) {
             pre[li][o] = 0;
             preSlope[li][o] = 0;
@@ -81,9 +100,10 @@ export class DenseChainGradient {
         v = pre[li];
         sl = preSlope[li];
       }
-      // The gradient is constant on [a0, next]: one backward pass with the masks.
+      // The gradient is constant on [a0, next]: one backward pass with the masks, down to the
+      // first layer's output.
       let upstream: Float64Array = ONE;
-      for (let li = L.length - 1; li >= 0; li--) {
+      for (let li = L.length - 1; li >= 1; li--) {
         const { w, inSize, outSize } = L[li];
         const g = grads[li];
         for (let i = 0; i < inSize; i++) {
@@ -92,12 +112,19 @@ export class DenseChainGradient {
           for (let o = 0; o < outSize; o++) acc += w[row + o] * upstream[o];
           g[i] = acc;
         }
-        if (li > 0 && L[li - 1].relu) for (let i = 0; i < inSize; i++) if (!masks[li - 1][i]) g[i] = 0;
+        if (L[li - 1].relu) for (let i = 0; i < inSize; i++) if (!masks[li - 1][i]) g[i] = 0;
         upstream = g;
       }
       const len = next - a0;
-      for (let j = 0; j < n; j++) total[j] += upstream[j] * len;
+      for (let o = 0; o < first.outSize; o++) firstOutGrad[o] += upstream[o] * len;
       a0 = next;
+    }
+    const total = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      let acc = 0;
+      const row = i * first.outSize;
+      for (let o = 0; o < first.outSize; o++) acc += first.w[row + o] * firstOutGrad[o];
+      total[i] = acc;
     }
     return total;
   }
@@ -115,4 +142,6 @@ export class DenseChainGradient {
 }
 
 const ONE = new Float64Array([1]);
+/** Crossings closer than this (in path fraction) are treated as already passed. */
+const CROSSING_EPS = 1e-12;
 
