@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../src/inference/backend.js';
 import { compileDenseChain, disposeDenseChain, runDenseChain } from '../src/inference/dense-chain.js';
+import { WasmDenseRunner } from '../src/inference/wasm-dense.js';
 
 /** Runs the fast lane on a [rows, in] matrix and returns its outputs as numbers. */
 function fastLane(model: tf.LayersModel, x: Float32Array, rows: number, width: number): number[] {
@@ -66,5 +67,52 @@ describe('dense-chain fast lane', () => {
     expect(compileDenseChain(softmax)).toBeNull();
     branching.dispose();
     softmax.dispose();
+  });
+
+  it('the direct WASM runner gives the fast lane\'s outputs bit for bit, for any row count up to its capacity', () => {
+    const width = 9;
+    const model = tf.sequential({
+      layers: [
+        tf.layers.dense({ inputShape: [width], units: 16, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 11 }), biasInitializer: tf.initializers.randomNormal({ seed: 12 }) }),
+        tf.layers.dense({ units: 8, activation: 'elu', useBias: false, kernelInitializer: tf.initializers.glorotUniform({ seed: 13 }) }),
+        tf.layers.dense({ units: 1, activation: 'sigmoid', kernelInitializer: tf.initializers.glorotUniform({ seed: 14 }), biasInitializer: tf.initializers.randomNormal({ seed: 15 }) }),
+      ],
+    });
+    const chain = compileDenseChain(model)!;
+    const before = tf.memory().numTensors;
+    const runner = WasmDenseRunner.create(chain, width, 100)!;
+    expect(runner).not.toBeNull();
+    const allocated = tf.memory().numTensors;
+    // Row counts up and down (each call overwrites the previous one's buffers), then again after
+    // the WASM memory has grown (the runner must not keep stale views of it).
+    const counts = [1, 37, 3, 100, 2];
+    const check = () => {
+      for (const rows of counts) {
+        const x = randomInput(rows, width, 100 + rows);
+        const input = tf.tensor3d(x, [1, rows, width]);
+        const out = runDenseChain(chain, input);
+        const expected = Float32Array.from(out.dataSync());
+        input.dispose();
+        out.dispose();
+        const direct = runner.run(x, rows);
+        expect(direct).toHaveLength(rows);
+        expect(Buffer.from(direct.buffer).equals(Buffer.from(expected.buffer)), `${rows} rows`).toBe(true);
+      }
+    };
+    check();
+    const heap = () => (tf.backend() as unknown as { wasm: { HEAPF32: Float32Array } }).wasm.HEAPF32.buffer;
+    const heapBefore = heap();
+    const big = tf.zeros([64, 1024, 1024]); // 256 MiB: the WASM heap has to grow
+    expect(heap()).not.toBe(heapBefore);
+    check();
+    big.dispose();
+    expect(() => runner.run(randomInput(101, width, 1), 101)).toThrow(/at most 100 rows/);
+    // Its buffers are allocated once, not per call.
+    expect(tf.memory().numTensors).toBe(allocated);
+    runner.dispose();
+    expect(tf.memory().numTensors).toBe(before);
+    expect(() => runner.run(randomInput(1, width, 1), 1)).toThrow(/disposed/);
+    disposeDenseChain(chain);
+    model.dispose();
   });
 });

@@ -1,10 +1,14 @@
 import { tf } from './backend.js';
 import { MicroBatcher } from './micro-batcher.js';
 import { compileDenseChain, disposeDenseChain, runDenseChain, type DenseStep } from './dense-chain.js';
+import { WasmDenseRunner } from './wasm-dense.js';
 import { DenseChainGradient } from './dense-gradient.js';
 import { Encoder } from '../preprocessing/transform.js';
 import type { FeatureSpec } from '../preprocessing/feature-spec.js';
 import { assignPersona, type Personas } from '../segments/personas.js';
+
+/** Rows the direct WASM path takes per call (the batch route scores in chunks of this size). */
+export const DIRECT_ROWS = 4096;
 
 /** Row buffers kept for reuse: more than the requests one process has in flight at once. */
 const MAX_FREE_ROWS = 1024;
@@ -24,6 +28,8 @@ export class LoadedModel {
   private retired = false;
   private disposed = false;
   private readonly chain: DenseStep[] | null;
+  /** The chain as direct WASM kernel calls, for calls of up to its capacity (WASM backend only). */
+  private readonly runner: WasmDenseRunner | null;
   /** One answer object per persona, shared by every prediction (serialized, never mutated). */
   private readonly personaRefs: readonly { id: number; label: string }[];
 
@@ -45,6 +51,7 @@ export class LoadedModel {
     if (outShape?.[1] !== 1) throw new Error(`model must output one probability per row, output shape is ${JSON.stringify(outShape)}`);
     this.scratchRow = new Float32Array(this.encoder.width);
     this.chain = compileDenseChain(model);
+    this.runner = this.chain ? WasmDenseRunner.create(this.chain, this.encoder.width, Math.max(batching.maxBatch, DIRECT_ROWS)) : null;
     this.personaRefs = (personas?.centroids ?? []).map((_, id) => Object.freeze({ id, label: personas?.personas[id]?.label ?? `persona ${id + 1}` }));
     this.batcher = new MicroBatcher(this.encoder.width, (data, rows) => this.predictSync(data, rows), batching);
   }
@@ -52,6 +59,7 @@ export class LoadedModel {
   /** Scores an encoded matrix in one model call. */
   predictSync(data: Float32Array, rows: number): Float32Array {
     if (this.disposed) throw new Error(`model ${this.id} is disposed`);
+    if (this.runner && rows <= this.runner.capacity) return this.runner.run(data, rows);
     // Explicit disposal instead of tf.tidy: tidy's scope bookkeeping and its walk over the
     // returned array cost more than the whole model call for the small batches of the request path.
     const x = this.chain ? tf.tensor3d(data, [1, rows, this.encoder.width]) : tf.tensor2d(data, [rows, this.encoder.width]);
@@ -123,9 +131,12 @@ export class LoadedModel {
     return this.gradient;
   }
 
-  /** Whether requests run on the fused dense-chain fast path (else model.predictOnBatch). */
-  get fastPath(): boolean {
-    return this.chain !== null;
+  /**
+   * How model calls run: direct WASM kernel calls, fused dense-chain ops through tfjs-core
+   * (other backends, or WASM internals not as expected), or the Layers API (not a dense chain).
+   */
+  get inferencePath(): 'wasm-direct' | 'fused-chain' | 'layers' {
+    return this.runner ? 'wasm-direct' : this.chain ? 'fused-chain' : 'layers';
   }
 
   get isDisposed(): boolean {
@@ -140,6 +151,7 @@ export class LoadedModel {
   private dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.runner?.dispose();
     disposeDenseChain(this.chain);
     this.model.dispose();
   }

@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import type { ScoreCache } from '../cache/score-cache.js';
 import type { ModelManager } from '../registry/model-manager.js';
-import type { LoadedModel } from './loaded-model.js';
+import { DIRECT_ROWS, type LoadedModel } from './loaded-model.js';
 import { coerceFeatures } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { ValidationError, unavailable, type FieldIssue } from '../lib/errors.js';
@@ -137,7 +137,7 @@ export class Scorer {
         else oov[i] = model.encoder.encodeInto(r.values, matrix, i * w);
       }
       if (issues.length) throw new ValidationError(issues);
-      const CHUNK = 4096;
+      const CHUNK = DIRECT_ROWS;
       const probs = new Float32Array(n);
       for (let start = 0; start < n; start += CHUNK) {
         const end = Math.min(n, start + CHUNK);
