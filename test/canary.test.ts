@@ -69,7 +69,7 @@ describe('canary and shadow rollout (single replica)', () => {
     expect((await post('/v1/models/no-such/canary', { percent: 10 })).statusCode).toBe(404);
     expect((await post('/v1/models/canary/promote')).statusCode).toBe(409); // no canary
     expect((await post('/v1/models/canary/abort')).statusCode).toBe(409);
-    expect(await readyz()).toEqual({ activeVersion: A, canaryVersion: null, loaded: true });
+    expect(await readyz()).toEqual({ activeVersion: A, canaryVersion: null, loaded: true, inferencePath: expect.any(String) });
   });
 
   it('a 20% canary serves 20% ± 3% of distinct users, sticky per user; without a userId both versions appear', async () => {
@@ -108,7 +108,7 @@ describe('canary and shadow rollout (single replica)', () => {
     const res = await post('/v1/models/canary/abort', { reason: 'enough' });
     expect(res.statusCode, res.body).toBe(200);
     expect(res.json()).toEqual({ active: A, canary: null });
-    expect(await readyz()).toEqual({ activeVersion: A, canaryVersion: null, loaded: true });
+    expect(await readyz()).toEqual({ activeVersion: A, canaryVersion: null, loaded: true, inferencePath: expect.any(String) });
     expect(app.services.models.canary).toBeNull();
     const after = await many(500, (i) => ({ userId: `user-${i}`, features: rows[i % rows.length] }));
     expect(new Set(after.map((p) => p.modelVersion))).toEqual(new Set([A]));
@@ -155,7 +155,7 @@ describe('canary and shadow rollout (single replica)', () => {
     const res = await post('/v1/models/canary/promote', { reason: 'shadow looked fine' });
     expect(res.statusCode, res.body).toBe(200);
     expect(res.json()).toEqual({ active: B, canary: null });
-    expect(await readyz()).toEqual({ activeVersion: B, canaryVersion: null, loaded: true });
+    expect(await readyz()).toEqual({ activeVersion: B, canaryVersion: null, loaded: true, inferencePath: expect.any(String) });
     expect(app.services.models.canary).toBeNull();
     expect(app.services.models.active?.id).toBe(B);
 

@@ -309,7 +309,8 @@ describe('other routes', () => {
     expect(ready.statusCode).toBe(200);
     expect(ready.json()).toEqual({
       status: 'ready',
-      model: { loaded: true, activeVersion: VERSION, canaryVersion: null },
+      // On the WASM backend the bundled dense chain runs as direct kernel calls.
+      model: { loaded: true, activeVersion: VERSION, canaryVersion: null, inferencePath: 'wasm-direct' },
       backend: 'wasm',
       redis: 'disabled',
     });

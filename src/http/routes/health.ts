@@ -4,7 +4,15 @@ import { redisStatus } from '../../cache/redis-client.js';
 
 const Readiness = z.object({
   status: z.enum(['ready', 'not_ready']),
-  model: z.object({ loaded: z.boolean(), activeVersion: z.string().nullable(), canaryVersion: z.string().nullable() }),
+  model: z.object({
+    loaded: z.boolean(),
+    activeVersion: z.string().nullable(),
+    canaryVersion: z.string().nullable(),
+    inferencePath: z
+      .enum(['wasm-direct', 'fused-chain', 'layers'])
+      .nullable()
+      .describe("How the active version's model calls run: direct WASM kernel calls, fused dense-chain ops, or the Layers API"),
+  }),
   backend: z.string(),
   redis: z.enum(['up', 'down', 'disabled']),
 });
@@ -19,7 +27,12 @@ export const healthRoutes: FastifyPluginAsyncZod = async (app) => {
     const { models, backend, redis } = app.services;
     const body = {
       status: models.active ? ('ready' as const) : ('not_ready' as const),
-      model: { loaded: Boolean(models.active), activeVersion: models.active?.id ?? null, canaryVersion: models.canary?.id ?? null },
+      model: {
+        loaded: Boolean(models.active),
+        activeVersion: models.active?.id ?? null,
+        canaryVersion: models.canary?.id ?? null,
+        inferencePath: models.active?.inferencePath ?? null,
+      },
       backend,
       redis: redisStatus(redis),
     };
