@@ -24,10 +24,15 @@ afterAll(async () => {
   await redis?.close();
 });
 
-async function connectedCache(redisTimeoutMs: number): Promise<{ cache: ScoreCache; conn: Redis }> {
+/** Runs `fn` with a ScoreCache on its own connection (configured as the service configures it). */
+async function withCache(redisTimeoutMs: number, fn: (cache: ScoreCache) => Promise<void>): Promise<void> {
   const conn = createRedis(redis.url, pino({ level: 'silent' }));
-  await until(() => conn.status === 'ready', 'cache connection ready');
-  return { cache: new ScoreCache({ maxEntries: 100, ttlSeconds: 60, redisTimeoutMs }, conn), conn };
+  try {
+    await until(() => conn.status === 'ready', 'cache connection ready');
+    await fn(new ScoreCache({ maxEntries: 100, ttlSeconds: 60, redisTimeoutMs }, conn));
+  } finally {
+    conn.disconnect();
+  }
 }
 
 const turns = async (n: number) => {
@@ -35,9 +40,8 @@ const turns = async (n: number) => {
 };
 
 describe('ScoreCache L2 reads', () => {
-  it('hold reads that arrive while one is on the wire, then send them together in one MGET', async () => {
-    const { cache, conn } = await connectedCache(5000);
-    try {
+  it('hold reads that arrive while one is on the wire, then send them together in one MGET', () =>
+    withCache(5000, async (cache) => {
       redis.pause();
       const first = cache.getL2('k0');
       await turns(3);
@@ -55,14 +59,10 @@ describe('ScoreCache L2 reads', () => {
       // An idle cache sends at once again.
       expect(await cache.getL2('missing')).toBeUndefined();
       expect(cache.l2Reads).toBe(3);
-    } finally {
-      conn.disconnect();
-    }
-  });
+    }));
 
-  it('writes land with their TTL, leave with the reads of the same turn, and survive a script flush', async () => {
-    const { cache, conn } = await connectedCache(2000);
-    try {
+  it('writes land with their TTL, leave with the reads of the same turn, and survive a script flush', () =>
+    withCache(2000, async (cache) => {
       cache.set('w1', 0.375);
       await until(async () => (await client.get('pi:score:w1')) === '0.375', 'the write to land');
       const ttl = await client.ttl('pi:score:w1');
@@ -79,14 +79,10 @@ describe('ScoreCache L2 reads', () => {
       cache.set('w3', 0.875);
       await until(async () => (await client.get('pi:score:w3')) === '0.875', 'the write after a script flush to land');
       expect(cache.l2Errors).toBe(0);
-    } finally {
-      conn.disconnect();
-    }
-  });
+    }));
 
-  it('a hung Redis delays reads by the timeout, never stalls them', async () => {
-    const { cache, conn } = await connectedCache(50);
-    try {
+  it('a hung Redis delays reads by the timeout, never stalls them', () =>
+    withCache(50, async (cache) => {
       redis.pause();
       const started = Date.now();
       const first = cache.getL2('k0');
@@ -99,8 +95,5 @@ describe('ScoreCache L2 reads', () => {
       redis.resume();
       // Late replies are ignored; fresh reads work again.
       expect(await until(() => cache.getL2('k2'), 'reads answered after resume')).toBe(0.125);
-    } finally {
-      conn.disconnect();
-    }
-  });
+    }));
 });
