@@ -115,4 +115,23 @@ describe('dense-chain fast lane', () => {
     disposeDenseChain(chain);
     model.dispose();
   });
+
+  it('the direct runner declines other backends, and backend records it cannot read (leaving nothing allocated)', async () => {
+    const width = 4;
+    const model = tf.sequential({ layers: [tf.layers.dense({ inputShape: [width], units: 1, activation: 'sigmoid' })] });
+    const chain = compileDenseChain(model)!;
+    await tf.setBackend('cpu');
+    try {
+      expect(WasmDenseRunner.create(chain, width, 8)).toBeNull();
+    } finally {
+      await tf.setBackend('wasm');
+    }
+    const before = tf.memory().numTensors;
+    const broken = [{ ...chain[0], batchKernel: tf.zeros([1, width, 1]) as tf.Tensor3D }];
+    broken[0].batchKernel.dispose(); // the backend no longer has a record for it
+    expect(WasmDenseRunner.create(broken, width, 8)).toBeNull();
+    expect(tf.memory().numTensors).toBe(before);
+    disposeDenseChain(chain);
+    model.dispose();
+  });
 });

@@ -59,35 +59,43 @@ export class WasmDenseRunner {
     const wasm = backend.wasm;
     const dataIds = backend.dataIdMap;
     if (!wasm || !dataIds || typeof wasm.cwrap !== 'function' || typeof wasm._malloc !== 'function' || !(wasm.HEAP32 instanceof Int32Array)) return null;
-    const info = (t: tf.Tensor) => dataIds.get(t.dataId);
-    const input = tf.keep(tf.zeros([1, capacity, width]));
-    const buffers: tf.Tensor[] = [input];
+    const buffers: tf.Tensor[] = [];
     const shapePtrs: number[] = [];
-    const layers: Layer[] = [];
-    let inTensor = input;
-    let inSize = width;
-    for (const s of steps) {
-      const outSize = s.kernel.shape[1];
-      const out = tf.keep(tf.zeros([1, capacity, outSize]));
-      buffers.push(out);
-      const ids = [info(inTensor), info(s.batchKernel), s.bias ? info(s.bias) : { id: 0, memoryOffset: 0 }, info(out)];
-      if (ids.some((d) => d === undefined || typeof d.id !== 'number')) {
-        for (const b of buffers) b.dispose();
-        for (const p of shapePtrs) wasm._free(p);
-        return null;
+    try {
+      const info = (t: tf.Tensor) => {
+        const d = dataIds.get(t.dataId);
+        if (!d || typeof d.id !== 'number' || typeof d.memoryOffset !== 'number') throw new Error('unexpected WASM backend tensor record');
+        return d;
+      };
+      const input = tf.keep(tf.zeros([1, capacity, width]));
+      buffers.push(input);
+      const layers: Layer[] = [];
+      let inTensor = input;
+      let inSize = width;
+      for (const s of steps) {
+        const outSize = s.kernel.shape[1];
+        const out = tf.keep(tf.zeros([1, capacity, outSize]));
+        buffers.push(out);
+        const inShape = wasm._malloc(12);
+        shapePtrs.push(inShape);
+        const kernelShape = wasm._malloc(12);
+        shapePtrs.push(kernelShape);
+        wasm.HEAP32.set([1, capacity, inSize], inShape >> 2);
+        wasm.HEAP32.set([1, inSize, outSize], kernelShape >> 2);
+        const biasId = s.bias ? info(s.bias).id : 0;
+        layers.push({ inId: info(inTensor).id, kernelId: info(s.batchKernel).id, biasId, outId: info(out).id, inShape, kernelShape, activation: ACTIVATION[s.activation] });
+        inTensor = out;
+        inSize = outSize;
       }
-      const inShape = wasm._malloc(12);
-      const kernelShape = wasm._malloc(12);
-      shapePtrs.push(inShape, kernelShape);
-      wasm.HEAP32.set([1, capacity, inSize], inShape >> 2);
-      wasm.HEAP32.set([1, inSize, outSize], kernelShape >> 2);
-      layers.push({ inId: ids[0]!.id, kernelId: ids[1]!.id, biasId: ids[2]!.id, outId: ids[3]!.id, inShape, kernelShape, activation: ACTIVATION[s.activation] });
-      inTensor = out;
-      inSize = outSize;
+      const fusedMatMul = wasm.cwrap(tf._FusedMatMul, null, new Array(13).fill('number'));
+      if (inSize !== 1 || typeof fusedMatMul !== 'function') throw new Error('not a one-output chain, or no _FusedMatMul export');
+      return new WasmDenseRunner(wasm, fusedMatMul, layers, buffers, shapePtrs, info(input).memoryOffset, info(inTensor).memoryOffset, width, capacity);
+    } catch {
+      // Anything unexpected about the backend's internals: the caller keeps the tfjs path.
+      for (const b of buffers) b.dispose();
+      for (const p of shapePtrs) wasm._free(p);
+      return null;
     }
-    if (inSize !== 1) return null;
-    const fusedMatMul = wasm.cwrap(tf._FusedMatMul, null, new Array(13).fill('number'));
-    return new WasmDenseRunner(wasm, fusedMatMul, layers, buffers, shapePtrs, info(input)!.memoryOffset, info(buffers[buffers.length - 1])!.memoryOffset, width, capacity);
   }
 
   /** Scores `rows` ≤ capacity encoded rows; returns a copy of the outputs. */
