@@ -64,7 +64,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   app.decorate('services', services);
   app.addHook('onClose', async () => services.close());
   app.log.info(
-    { backend, activeVersion: services.models.active?.id ?? null, redis: config.REDIS_URL ? 'enabled' : 'disabled', auth: services.auth.open ? 'open' : 'keys' },
+    { backend, activeVersion: services.models.active?.id ?? null, inferencePath: services.models.active?.inferencePath ?? null, redis: config.REDIS_URL ? 'enabled' : 'disabled', auth: services.auth.open ? 'open' : 'keys' },
     'service ready',
   );
   if (services.auth.open) app.log.warn('API_KEYS is not set: predict and read routes are open, admin routes are refused');
