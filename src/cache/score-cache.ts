@@ -99,7 +99,7 @@ export class ScoreCache {
     if (this.pendingReads.length || this.pendingWrites.length) this.scheduleIo();
   }
 
-  async getManyL2(keys: string[], timeoutMs = this.opts.redisTimeoutMs * 4): Promise<(number | undefined)[]> {
+  private async getManyL2(keys: string[], timeoutMs: number): Promise<(number | undefined)[]> {
     const redis = this.redis;
     if (!redis || redis.status !== 'ready' || keys.length === 0) return keys.map(() => undefined);
     this.l2Reads++;

@@ -86,7 +86,8 @@ export class Scorer {
     const ownRow = opts.explain === true || useL2;
     const vector = ownRow ? model.takeRow() : model.scratchRow;
     try {
-      const { values, oov } = readFeatures(model, instance.features, vector, 0, issuesSoFar);
+      const { values, oov, issues } = readFeatures(model, instance.features, vector, 0);
+      if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
       const key = cacheKey(model.id, vector);
       const persona = model.personaOf(vector);
       let probability = this.cache.getL1(key);
@@ -124,17 +125,11 @@ export class Scorer {
       const oov: (string[] | undefined)[] = new Array(n);
       for (let i = 0; i < n; i++) {
         // Encoded while the row is still in cache; the work is wasted only when the request is refused.
-        const read = model.encoder.readInto(instances[i].features, matrix, i * w);
-        if (read) {
-          rows[i] = read.values;
-          oov[i] = read.oov;
-          continue;
-        }
-        const r = coerceFeatures(model.spec, instances[i].features);
+        const r = readFeatures(model, instances[i].features, matrix, i * w);
         rows[i] = r.values;
+        oov[i] = r.oov;
         // Paths are rewritten only for bad rows: building a prefix for every row costs more than coercing it.
-        if (r.issues.length) for (const issue of r.issues) issues.push({ path: `instances[${i}].${issue.path}`, message: issue.message });
-        else oov[i] = model.encoder.encodeInto(r.values, matrix, i * w);
+        for (const issue of r.issues) issues.push({ path: `instances[${i}].${issue.path}`, message: issue.message });
       }
       if (issues.length) throw new ValidationError(issues);
       const CHUNK = DIRECT_ROWS;
@@ -173,16 +168,18 @@ export class Scorer {
   }
 }
 
+const NO_ISSUES: readonly FieldIssue[] = Object.freeze([]);
+
 /**
- * Typed values of one instance, encoded into `out` at `at`: the compiled reader when the features
- * are clean, else coerceFeatures, whose issues (with any found earlier) refuse the request.
+ * Typed values of one instance, encoded into `out` at `at`: by the compiled reader when the
+ * features are clean, else by coerceFeatures, whose issues (if any) are returned for the caller
+ * to refuse the request with.
  */
-function readFeatures(model: LoadedModel, features: unknown, out: Float32Array, at: number, issuesSoFar: FieldIssue[]): { values: FeatureValues; oov: string[] | undefined } {
+function readFeatures(model: LoadedModel, features: unknown, out: Float32Array, at: number): { values: FeatureValues; oov: string[] | undefined; issues: readonly FieldIssue[] } {
   const read = model.encoder.readInto(features, out, at);
-  if (read && issuesSoFar.length === 0) return read;
+  if (read) return { values: read.values, oov: read.oov, issues: NO_ISSUES };
   const { values, issues } = coerceFeatures(model.spec, features);
-  if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
-  return { values, oov: model.encoder.encodeInto(values, out, at) };
+  return { values, oov: issues.length ? undefined : model.encoder.encodeInto(values, out, at), issues };
 }
 
 /** Version id → its UTF-8 bytes with a length prefix (ids are few; encoded once). */
