@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from './config/env.js';
 import { Authenticator } from './http/auth.js';
 import { ScoreCache } from './cache/score-cache.js';
-import { createRedis, waitForRedis } from './cache/redis-client.js';
+import { createRedis, redisStatus, waitForRedis } from './cache/redis-client.js';
 import { ModelStore } from './registry/model-store.js';
 import { ModelManager } from './registry/model-manager.js';
 import { Scorer } from './inference/scorer.js';
@@ -34,6 +34,8 @@ export interface Services {
   /** Retraining jobs (worker threads, one at a time). */
   jobs: JobManager;
   redis?: Redis;
+  /** Redis as the service sees it: 'up' when all its connections are ready. */
+  redisStatus(): 'up' | 'down' | 'disabled';
   close(): Promise<void>;
 }
 
@@ -43,9 +45,12 @@ export async function createServices(config: Config, backend: string, log: Fasti
   store.sweepTemp();
   const redis = config.REDIS_URL ? createRedis(config.REDIS_URL, log) : undefined;
   if (redis && !(await waitForRedis(redis, 2000))) log.warn('redis not reachable at startup; serving from local state and reconnecting in the background');
+  // The score cache gets a connection of its own, so its reads never queue behind bulk segment work.
+  const cacheRedis = config.REDIS_URL ? createRedis(config.REDIS_URL, log, 'redis-cache', { autoPipelining: false }) : undefined;
+  if (cacheRedis) await waitForRedis(cacheRedis, 2000);
   const cache = new ScoreCache(
     { maxEntries: config.CACHE_MAX_ENTRIES, ttlSeconds: config.CACHE_TTL_SECONDS, redisTimeoutMs: config.REDIS_TIMEOUT_MS },
-    redis,
+    cacheRedis,
   );
   const metrics = createMetrics();
   const models = new ModelManager(
@@ -96,13 +101,16 @@ export async function createServices(config: Config, backend: string, log: Fasti
     metrics,
     jobs,
     redis,
+    redisStatus: () => redisStatus(redis, cacheRedis),
     async close() {
       clearInterval(poll);
       await jobs.close();
       await segments.close();
       await fleet.close();
       await models.close();
+      await cache.flush();
       redis?.disconnect();
+      cacheRedis?.disconnect();
     },
   };
 }

@@ -61,23 +61,41 @@ describe('ScoreCache L2 reads', () => {
       expect(cache.l2Reads).toBe(3);
     }));
 
-  it('writes land with their TTL, leave with the reads of the same turn, and survive a script flush', () =>
+  it('writes land with their TTL, batched into one command, and survive a script flush', () =>
     withCache(2000, async (cache) => {
+      const scriptCalls = async () => {
+        const stats = await client.info('commandstats');
+        // Successful script runs (a NOSCRIPT reply counts as a failed call).
+        let ok = 0;
+        for (const m of stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+),.*failed_calls=(\d+)/g)) ok += Number(m[1]) - Number(m[2]);
+        return ok;
+      };
+      const callsBefore = await scriptCalls();
       cache.set('w1', 0.375);
-      await until(async () => (await client.get('pi:score:w1')) === '0.375', 'the write to land');
+      cache.set('w2', 0.625);
+      await turns(2);
+      cache.set('w3', 0.875);
+      await until(async () => (await client.get('pi:score:w3')) === '0.875', 'the writes to land');
+      expect(await client.mget('pi:score:w1', 'pi:score:w2')).toEqual(['0.375', '0.625']);
+      expect(await scriptCalls()).toBe(callsBefore + 1); // three writes, one command
       const ttl = await client.ttl('pi:score:w1');
       expect(ttl).toBeGreaterThan(0);
       expect(ttl).toBeLessThanOrEqual(60);
-      // Buffered with a read of the same turn: one exchange carries both.
-      const reads = cache.l2Reads;
-      cache.set('w2', 0.625);
-      expect(await cache.getL2('w1')).toBe(0.375);
-      expect(cache.l2Reads).toBe(reads + 1);
-      expect(await client.get('pi:score:w2')).toBe('0.625'); // pipelined ahead of the read, so already there
+      expect(await cache.getL2('w2')).toBe(0.625);
       // A restarted or flushed server no longer knows the write script: it is loaded again.
       await client.script('FLUSH');
-      cache.set('w3', 0.875);
-      await until(async () => (await client.get('pi:score:w3')) === '0.875', 'the write after a script flush to land');
+      cache.set('w4', 0.5);
+      await until(async () => (await client.get('pi:score:w4')) === '0.5', 'the write after a script flush to land');
+      expect(cache.l2Errors).toBe(0);
+    }));
+
+  it('flush() sends buffered writes at once and waits for them (shutdown loses nothing)', () =>
+    withCache(2000, async (cache) => {
+      for (let i = 0; i < 1000; i++) cache.set(`f${i}`, i / 1000);
+      await cache.flush();
+      const keys = Array.from({ length: 1000 }, (_, i) => `pi:score:f${i}`);
+      const values = await client.mget(keys);
+      expect(values.map(Number)).toEqual(keys.map((_, i) => i / 1000));
       expect(cache.l2Errors).toBe(0);
     }));
 

@@ -4,16 +4,19 @@ import type { FastifyBaseLogger } from 'fastify';
 /**
  * Redis connection tuned for a cache in the request path: commands fail fast while disconnected
  * (no offline queue), and the client keeps reconnecting in the background forever.
+ * `autoPipelining` (default on) merges commands issued in one tick into one socket write; a caller
+ * that already sends one coalesced command per round trip turns it off, because the per-tick
+ * pipeline it builds costs more CPU than the command itself.
  */
-export function createRedis(url: string, log: FastifyBaseLogger, name = 'redis'): Redis {
+export function createRedis(url: string, log: FastifyBaseLogger, name = 'redis', { autoPipelining = true } = {}): Redis {
   const redis = new Redis(url, {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(50 * times, 1000),
     lazyConnect: false,
-    // Concurrent GETs from many requests leave in one write per tick instead of one each.
-    enableAutoPipelining: true,
+    // Concurrent commands from many requests leave in one write per tick instead of one each.
+    enableAutoPipelining: autoPipelining,
   });
   let down = false;
   redis.on('ready', () => {
@@ -42,7 +45,9 @@ export function waitForRedis(redis: Redis, ms: number): Promise<boolean> {
   });
 }
 
-export function redisStatus(redis: Redis | undefined): 'up' | 'down' | 'disabled' {
-  if (!redis) return 'disabled';
-  return redis.status === 'ready' ? 'up' : 'down';
+/** 'up' only when every connection given is ready; 'disabled' when there are none. */
+export function redisStatus(...connections: (Redis | undefined)[]): 'up' | 'down' | 'disabled' {
+  const present = connections.filter((c): c is Redis => c !== undefined);
+  if (present.length === 0) return 'disabled';
+  return present.every((c) => c.status === 'ready') ? 'up' : 'down';
 }

@@ -9,6 +9,9 @@ export interface ScoreCacheOptions {
 }
 
 const PREFIX = 'pi:score:';
+/** L2 writes wait up to this long, or until WRITE_BATCH of them pile up, and leave as one command. */
+const WRITE_FLUSH_MS = 10;
+const WRITE_BATCH = 512;
 
 /** SET each KEYS[i] to ARGV[i + 1] with TTL ARGV[1]. */
 const SET_MANY = "local ttl = ARGV[1] for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'EX', ttl) end return #KEYS";
@@ -17,13 +20,17 @@ const SET_MANY_SHA = createHash('sha1').update(SET_MANY).digest('hex');
 /**
  * Two-level score cache keyed by model version + hash of the preprocessed input.
  * L1 is in-process; L2 (Redis) is optional. L2 reads are bounded by a timeout and skipped while
- * Redis is down; L2 writes are buffered and pipelined off the request path.
+ * Redis is down; L2 writes are buffered and sent in batches off the request path.
+ * The Redis connection should be the cache's own, without auto-pipelining: every exchange here is
+ * already one coalesced command, and a shared connection would queue reads behind bulk commands.
  */
 export class ScoreCache {
   private readonly l1: LRUCache<string, number>;
   private pendingWrites: [string, number][] = [];
   private pendingReads: { key: string; resolve: (v: number | undefined) => void }[] = [];
   private ioScheduled = false;
+  private writeTimer: NodeJS.Timeout | undefined;
+  private lastWrite: Promise<unknown> = Promise.resolve();
   /** An L2 read is on the wire; reads arriving meanwhile wait for it and then leave together. */
   private readInFlight = false;
   l2Hits = 0;
@@ -62,18 +69,16 @@ export class ScoreCache {
   }
 
   /**
-   * One L2 exchange at a time: the buffered writes and reads leave together (auto-pipelining sends
-   * them in a single socket write), and whatever arrives while that exchange is on the wire leaves
-   * in the next one as soon as it returns (or times out). An idle service sends at once; a busy one
-   * shares each round trip among more requests instead of paying for more round trips, which cost
-   * far more client CPU than the keys in them.
+   * One L2 read (one MGET) at a time: whatever arrives while it is on the wire leaves in the next
+   * one as soon as it returns (or times out). An idle service sends at once; a busy one shares each
+   * round trip among more requests instead of paying for more round trips, which cost far more
+   * client CPU than the keys in them.
    */
   private scheduleIo(): void {
     if (this.ioScheduled || this.readInFlight) return;
     this.ioScheduled = true;
     setImmediate(() => {
       this.ioScheduled = false;
-      this.flushWrites();
       void this.flushReads();
     });
   }
@@ -96,7 +101,7 @@ export class ScoreCache {
       if (values[i] !== undefined) this.l2Hits++;
       r.resolve(values[i]);
     });
-    if (this.pendingReads.length || this.pendingWrites.length) this.scheduleIo();
+    if (this.pendingReads.length) this.scheduleIo();
   }
 
   private async getManyL2(keys: string[], timeoutMs: number): Promise<(number | undefined)[]> {
@@ -125,8 +130,27 @@ export class ScoreCache {
   set(key: string, probability: number): void {
     this.l1.set(key, probability);
     if (!this.redis) return;
-    this.pendingWrites.push([key, probability]);
-    this.scheduleIo();
+    const n = this.pendingWrites.push([key, probability]);
+    if (n === WRITE_BATCH) {
+      clearTimeout(this.writeTimer);
+      this.writeTimer = undefined;
+      setImmediate(() => this.flushWrites());
+    } else if (n === 1) {
+      this.writeTimer = setTimeout(() => {
+        this.writeTimer = undefined;
+        this.flushWrites();
+      }, WRITE_FLUSH_MS).unref();
+    }
+  }
+
+  /** Sends the buffered L2 writes now and waits (up to `ms`) for Redis to take them; for shutdown. */
+  async flush(ms = 1000): Promise<void> {
+    clearTimeout(this.writeTimer);
+    this.writeTimer = undefined;
+    this.flushWrites();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.lastWrite, new Promise((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
   }
 
   /** Deletes the L1 entries and L2 keys given (used by user erasure). */
@@ -151,12 +175,12 @@ export class ScoreCache {
     const redis = this.redis;
     // Dropping writes while Redis is down is fine: it is a cache, and L1 still holds them.
     if (!redis || redis.status !== 'ready' || writes.length === 0) return;
-    // One scripted command per turn instead of one SET per score: far less client CPU per request.
+    // One scripted command per batch instead of one SET per score: far less client CPU per request.
     const args: (string | number)[] = [writes.length];
     for (const [k] of writes) args.push(PREFIX + k);
     args.push(this.opts.ttlSeconds);
     for (const [, p] of writes) args.push(String(p));
-    redis.evalsha(SET_MANY_SHA, ...(args as [number, ...string[]])).catch((err: Error) => {
+    this.lastWrite = redis.evalsha(SET_MANY_SHA, ...(args as [number, ...string[]])).catch((err: Error) => {
       if (/NOSCRIPT/.test(err.message)) return redis.eval(SET_MANY, ...(args as [number, ...string[]])).catch(() => this.l2Errors++);
       this.l2Errors++;
     });

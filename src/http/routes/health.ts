@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { redisStatus } from '../../cache/redis-client.js';
 
 const Readiness = z.object({
   status: z.enum(['ready', 'not_ready']),
@@ -24,7 +23,7 @@ export const healthRoutes: FastifyPluginAsyncZod = async (app) => {
 
   // Ready means a model can answer; Redis being down degrades caching but does not make us unready.
   app.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Readiness, 503: Readiness } } }, async (_req, reply) => {
-    const { models, backend, redis } = app.services;
+    const { models, backend } = app.services;
     const body = {
       status: models.active ? ('ready' as const) : ('not_ready' as const),
       model: {
@@ -34,7 +33,7 @@ export const healthRoutes: FastifyPluginAsyncZod = async (app) => {
         inferencePath: models.active?.inferencePath ?? null,
       },
       backend,
-      redis: redisStatus(redis),
+      redis: app.services.redisStatus(),
     };
     return reply.code(models.active ? 200 : 503).send(body);
   });
