@@ -44,10 +44,12 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const store = new ModelStore(config.MODEL_STORE);
   store.sweepTemp();
   const redis = config.REDIS_URL ? createRedis(config.REDIS_URL, log) : undefined;
-  if (redis && !(await waitForRedis(redis, 2000))) log.warn('redis not reachable at startup; serving from local state and reconnecting in the background');
   // The score cache gets a connection of its own, so its reads never queue behind bulk segment work.
   const cacheRedis = config.REDIS_URL ? createRedis(config.REDIS_URL, log, 'redis-cache', { autoPipelining: false }) : undefined;
-  if (cacheRedis) await waitForRedis(cacheRedis, 2000);
+  if (redis && cacheRedis) {
+    const [up] = await Promise.all([waitForRedis(redis, 2000), waitForRedis(cacheRedis, 2000)]);
+    if (!up) log.warn('redis not reachable at startup; serving from local state and reconnecting in the background');
+  }
   const cache = new ScoreCache(
     { maxEntries: config.CACHE_MAX_ENTRIES, ttlSeconds: config.CACHE_TTL_SECONDS, redisTimeoutMs: config.REDIS_TIMEOUT_MS },
     cacheRedis,
