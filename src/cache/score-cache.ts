@@ -28,7 +28,7 @@ export class ScoreCache {
   private readonly l1: LRUCache<string, number>;
   private pendingWrites: [string, number][] = [];
   private pendingReads: { key: string; resolve: (v: number | undefined) => void }[] = [];
-  private ioScheduled = false;
+  private readScheduled = false;
   private writeTimer: NodeJS.Timeout | undefined;
   private lastWrite: Promise<unknown> = Promise.resolve();
   /** An L2 read is on the wire; reads arriving meanwhile wait for it and then leave together. */
@@ -64,7 +64,7 @@ export class ScoreCache {
     if (!redis || redis.status !== 'ready') return Promise.resolve(undefined);
     return new Promise((resolve) => {
       this.pendingReads.push({ key, resolve });
-      this.scheduleIo();
+      this.scheduleRead();
     });
   }
 
@@ -74,11 +74,11 @@ export class ScoreCache {
    * round trip among more requests instead of paying for more round trips, which cost far more
    * client CPU than the keys in them.
    */
-  private scheduleIo(): void {
-    if (this.ioScheduled || this.readInFlight) return;
-    this.ioScheduled = true;
+  private scheduleRead(): void {
+    if (this.readScheduled || this.readInFlight) return;
+    this.readScheduled = true;
     setImmediate(() => {
-      this.ioScheduled = false;
+      this.readScheduled = false;
       void this.flushReads();
     });
   }
@@ -101,7 +101,7 @@ export class ScoreCache {
       if (values[i] !== undefined) this.l2Hits++;
       r.resolve(values[i]);
     });
-    if (this.pendingReads.length) this.scheduleIo();
+    if (this.pendingReads.length) this.scheduleRead();
   }
 
   private async getManyL2(keys: string[], timeoutMs: number): Promise<(number | undefined)[]> {
