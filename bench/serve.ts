@@ -23,6 +23,9 @@ app.get('/__bench/stats', { schema: { hide: true } }, async () => {
     l1Size: cache.size,
     l2Hits: cache.l2Hits,
     l2Errors: cache.l2Errors,
+    l2Timeouts: cache.l2Timeouts,
+    l2Suspensions: cache.l2Suspensions,
+    l2WritesDropped: cache.l2WritesDropped,
     l2Reads: cache.l2Reads,
     backend: app.services.backend,
     /** CPU time this process has used (user + system, µs), for CPU-per-request figures. */

@@ -34,7 +34,7 @@ export interface Services {
   /** Retraining jobs (worker threads, one at a time). */
   jobs: JobManager;
   redis?: Redis;
-  /** Redis as the service sees it: 'up' when all its connections are ready. */
+  /** Redis as the service sees it: 'up' when all its connections are ready and answer in time. */
   redisStatus(): 'up' | 'down' | 'disabled';
   close(): Promise<void>;
 }
@@ -55,6 +55,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
     cacheRedis,
   );
   const metrics = createMetrics();
+  metrics.observeCache(() => cache.l2Stats());
   const models = new ModelManager(
     store,
     { maxBatch: config.BATCH_MAX_SIZE, maxWaitMs: config.BATCH_MAX_WAIT_MS, onBatch: (rows) => metrics.batchSize.observe(rows) },
@@ -103,7 +104,11 @@ export async function createServices(config: Config, backend: string, log: Fasti
     metrics,
     jobs,
     redis,
-    redisStatus: () => redisStatus(redis, cacheRedis),
+    // A connected Redis whose reads keep timing out is as good as down for the cache.
+    redisStatus: () => {
+      const status = redisStatus(redis, cacheRedis);
+      return status === 'up' && cache.l2Slow ? 'down' : status;
+    },
     async close() {
       clearInterval(poll);
       await jobs.close();

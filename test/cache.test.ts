@@ -223,6 +223,30 @@ describe('Redis outage', () => {
     expect(appB.services.cache.l2Hits).toBeGreaterThan(hitsBefore);
   });
 
+  it('a hung Redis (connected, not answering) shows as down; predictions stay 200 and stop waiting for it', async () => {
+    const app = await buildTestApp({ REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '20' });
+    try {
+      await until(async () => (await readyz(app)).redis === 'up', 'redis up');
+      redis.pause();
+      for (let i = 0; i < 5; i++) expect((await predict(app, fresh())).cached).toBe(false);
+      expect(app.services.cache.l2Timeouts).toBe(3); // then reads skip Redis instead of waiting
+      const down = await readyz(app);
+      expect(down).toMatchObject({ status: 'ready', redis: 'down' });
+      const metrics = (await app.inject('/metrics')).body;
+      expect(metrics).toContain('intent_score_cache_l2_events_total{event="timeouts"} 3');
+      expect(metrics).toContain('intent_score_cache_l2_events_total{event="suspensions"} 1');
+      expect(metrics).toContain('intent_redis_up 0');
+      redis.resume();
+      await until(async () => {
+        await predict(app, fresh()); // a read after the pause probes Redis again
+        return (await readyz(app)).redis === 'up';
+      }, '/readyz to show redis up once Redis answers again');
+    } finally {
+      redis.resume();
+      await app.close();
+    }
+  });
+
   it('keeps answering while Redis is down, reports it, and recovers after a restart', async () => {
     // Settle: every replica serves the bundled version (the previous test touched fleet state).
     for (const app of [appA, appB]) await until(() => app.services.models.active?.id === VERSION, 'bundled version active');

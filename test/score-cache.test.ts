@@ -99,6 +99,47 @@ describe('ScoreCache L2 reads', () => {
       expect(cache.l2Errors).toBe(0);
     }));
 
+  it('a Redis whose reads keep timing out is skipped for a while, then probed, and counts as slow meanwhile', () =>
+    withCache(20, async (cache) => {
+      redis.pause();
+      for (let i = 0; i < 3; i++) expect(await cache.getL2('k0')).toBeUndefined();
+      expect(cache.l2Timeouts).toBe(3);
+      expect(cache.l2Suspensions).toBe(1);
+      expect(cache.l2Slow).toBe(true);
+      expect(cache.l2Enabled).toBe(false);
+      // Suspended: answered at once, nothing sent; writes are dropped instead of queued.
+      const reads = cache.l2Reads;
+      expect(await cache.getL2('k1')).toBeUndefined();
+      expect(cache.l2Reads).toBe(reads);
+      for (let i = 0; i < 100; i++) cache.set(`s${i}`, 0.5);
+      await cache.flush(50);
+      expect(cache.l2WritesDropped).toBe(100);
+      redis.resume();
+      // After the pause one exchange probes Redis; once it answers in time, L2 is back.
+      expect(await until(() => cache.getL2('k1'), 'L2 answering again', 5000)).toBe(0.5);
+      expect(cache.l2Slow).toBe(false);
+      expect(cache.l2Enabled).toBe(true);
+    }));
+
+  it('at most four write batches wait on a hung Redis; the rest are dropped, the waiting ones land later', () =>
+    withCache(2000, async (cache) => {
+      redis.pause();
+      for (let b = 0; b < 6; b++) {
+        for (let i = 0; i < 10; i++) cache.set(`h${b}-${i}`, b / 10);
+        await cache.flush(10); // sends the batch; Redis does not answer
+      }
+      expect(cache.l2WritesDropped).toBe(20);
+      redis.resume();
+      const landed = Array.from({ length: 4 }, (_, b) => `pi:score:h${b}-9`);
+      await until(async () => (await client.exists(...landed)) === 4, 'the four waiting batches to land');
+      expect(await client.exists('pi:score:h4-0', 'pi:score:h5-0')).toBe(0);
+      // Slots free again: the next batch is sent.
+      cache.set('after', 0.25);
+      await cache.flush();
+      expect(await client.get('pi:score:after')).toBe('0.25');
+      expect(cache.l2WritesDropped).toBe(20);
+    }));
+
   it('a hung Redis delays reads by the timeout, never stalls them', () =>
     withCache(50, async (cache) => {
       redis.pause();

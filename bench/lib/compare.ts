@@ -100,7 +100,7 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
   ctx.log(`POST requests since process start (incl. warm-ups; divide --cpu-prof times by these): service ${statsAfter.requests}, bare ${bareRequests}`);
   ctx.log(
     `model calls: ${fmt.n(scored)} rows in ${fmt.n(batches)} micro-batches (avg ${fmt.n(scored / Math.max(1, batches), 1)} rows/batch); ` +
-      `cache-miss share ${fmt.n(missShare * 100, 1)}%; L2 hits ${statsAfter.l2Hits - statsBefore.l2Hits}, L2 errors ${statsAfter.l2Errors - statsBefore.l2Errors}` +
+      `cache-miss share ${fmt.n(missShare * 100, 1)}%; L2 hits ${statsAfter.l2Hits - statsBefore.l2Hits}, L2 errors ${statsAfter.l2Errors - statsBefore.l2Errors}, L2 timeouts ${statsAfter.l2Timeouts - statsBefore.l2Timeouts} (reads suspended ${statsAfter.l2Suspensions - statsBefore.l2Suspensions}×), L2 writes dropped ${statsAfter.l2WritesDropped - statsBefore.l2WritesDropped}` +
       (statsAfter.l2Reads > statsBefore.l2Reads ? `, ${fmt.n(statsAfter.l2Reads - statsBefore.l2Reads)} L2 round trips (${fmt.n((statsAfter.requests - statsBefore.requests) / (statsAfter.l2Reads - statsBefore.l2Reads), 1)} requests each)` : '') +
       `; backend ${statsAfter.backend}`,
   );

@@ -153,6 +153,10 @@ export interface ServiceStats {
   l1Size: number;
   l2Hits: number;
   l2Errors: number;
+  /** L2 reads that timed out (three in a row suspend L2 reads for a second). */
+  l2Timeouts: number;
+  l2Suspensions: number;
+  l2WritesDropped: number;
   l2Reads: number;
   backend: string;
   cpuUs: number;

@@ -21,9 +21,29 @@ export function createMetrics() {
       }
     },
   });
+  // Score cache L2 counters live in the cache; they are read when scraped.
+  let cacheStats: (() => Record<string, number>) | undefined;
+  const reported = new Map<string, number>();
+  new Counter({
+    name: 'intent_score_cache_l2_events_total',
+    help: 'Score cache L2 (Redis): read round trips, hits, errors, timeouts, read suspensions (Redis slow), scores not written',
+    labelNames: ['event'] as const,
+    registers: [registry],
+    collect() {
+      for (const [event, value] of Object.entries(cacheStats?.() ?? {})) {
+        const delta = value - (reported.get(event) ?? 0);
+        if (delta > 0) this.inc({ event }, delta);
+        reported.set(event, value);
+      }
+    },
+  });
   return {
     registry,
     predictions,
+    /** Where the L2 counters come from (the score cache). */
+    observeCache(stats: () => Record<string, number>): void {
+      cacheStats = stats;
+    },
     /** Adds n predictions of a model version, answered from the cache or computed. */
     countPredictions(version: string, cached: boolean, n: number): void {
       const byVersion = cached ? pending.true : pending.false;
