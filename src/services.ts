@@ -55,7 +55,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
     cacheRedis,
   );
   const metrics = createMetrics();
-  metrics.observeCache(() => cache.l2Stats());
+  metrics.observeCache(() => cache.l2?.stats() ?? {});
   const models = new ModelManager(
     store,
     { maxBatch: config.BATCH_MAX_SIZE, maxWaitMs: config.BATCH_MAX_WAIT_MS, onBatch: (rows) => metrics.batchSize.observe(rows) },
@@ -107,7 +107,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
     // A connected Redis whose reads keep timing out is as good as down for the cache.
     redisStatus: () => {
       const status = redisStatus(redis, cacheRedis);
-      return status === 'up' && cache.l2Slow ? 'down' : status;
+      return status === 'up' && cache.l2?.slow ? 'down' : status;
     },
     async close() {
       clearInterval(poll);

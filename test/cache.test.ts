@@ -98,12 +98,12 @@ describe('score cache with Redis (L2)', () => {
     expect(computed.cached).toBe(false);
     await until(() => client.exists(redisKeyFor(appA, features)), 'the L2 write to land');
 
-    const l2HitsBefore = appB.services.cache.l2Hits;
+    const l2HitsBefore = appB.services.cache.l2!.hits;
     expect(appB.services.cache.getL1(redisKeyFor(appB, features).slice(SCORE_PREFIX.length))).toBeUndefined();
     const fromB = await predict(appB, features);
     expect(fromB.cached).toBe(true);
     expect(fromB.probability).toBe(computed.probability);
-    expect(appB.services.cache.l2Hits).toBe(l2HitsBefore + 1);
+    expect(appB.services.cache.l2!.hits).toBe(l2HitsBefore + 1);
 
     // Batch rows bypass the cache by design, and still agree exactly with the cached single answer.
     const other = fresh();
@@ -116,11 +116,11 @@ describe('score cache with Redis (L2)', () => {
 
   it('concurrent requests waiting on L2 each keep their own row: scores equal the batch scores of the same rows', async () => {
     const inputs = Array.from({ length: 300 }, () => fresh());
-    const readsBefore = appA.services.cache.l2Reads;
+    const readsBefore = appA.services.cache.l2!.reads;
     const singles = await Promise.all(inputs.map((features) => predict(appA, features)));
     expect(singles.every((p) => !p.cached)).toBe(true);
     // Reads were shared: far fewer L2 round trips than requests.
-    expect(appA.services.cache.l2Reads - readsBefore).toBeLessThan(inputs.length / 5);
+    expect(appA.services.cache.l2!.reads - readsBefore).toBeLessThan(inputs.length / 5);
     const res = await appA.inject({ method: 'POST', url: '/v1/predict/batch', payload: { instances: inputs.map((features) => ({ features })) } });
     const batch = (res.json() as { predictions: PredictionBody[] }).predictions;
     expect(singles.map((p) => p.probability)).toEqual(batch.map((p) => p.probability));
@@ -215,12 +215,12 @@ describe('Redis outage', () => {
     }
     // appB never saw `known`: once Redis answers again, it comes from L2.
     expect(appB.services.cache.getL1(redisKeyFor(appB, known).slice(SCORE_PREFIX.length))).toBeUndefined();
-    const hitsBefore = appB.services.cache.l2Hits;
+    const hitsBefore = appB.services.cache.l2!.hits;
     await until(async () => {
       appB.services.cache.clearL1(); // a miss while Redis was catching up would otherwise answer from L1
       return (await predict(appB, known)).cached;
     }, 'an L2 hit after resume');
-    expect(appB.services.cache.l2Hits).toBeGreaterThan(hitsBefore);
+    expect(appB.services.cache.l2!.hits).toBeGreaterThan(hitsBefore);
   });
 
   it('a hung Redis (connected, not answering) shows as down; predictions stay 200 and stop waiting for it', async () => {
@@ -229,7 +229,7 @@ describe('Redis outage', () => {
       await until(async () => (await readyz(app)).redis === 'up', 'redis up');
       redis.pause();
       for (let i = 0; i < 5; i++) expect((await predict(app, fresh())).cached).toBe(false);
-      expect(app.services.cache.l2Timeouts).toBe(3); // then reads skip Redis instead of waiting
+      expect(app.services.cache.l2!.timeouts).toBe(3); // then reads skip Redis instead of waiting
       const down = await readyz(app);
       expect(down).toMatchObject({ status: 'ready', redis: 'down' });
       const metrics = (await app.inject('/metrics')).body;

@@ -1,0 +1,214 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+export interface RedisScoresOptions {
+  ttlSeconds: number;
+  /** Bound on one read exchange; slower counts as a miss. */
+  timeoutMs: number;
+}
+
+const PREFIX = 'pi:score:';
+/** Writes wait up to this long, or until WRITE_BATCH of them pile up, and leave as one command. */
+const WRITE_FLUSH_MS = 10;
+const WRITE_BATCH = 512;
+/** Write batches on the wire at once; more are dropped (L1 keeps them), so a hung Redis cannot grow the client's queue. */
+const MAX_WRITES_IN_FLIGHT = 4;
+/**
+ * After this many reads in a row time out, Redis counts as slow: reads skip it for SUSPEND_MS,
+ * then one exchange probes it. Requests stop paying the timeout, and a hung but connected server
+ * stops collecting unanswered commands.
+ */
+const TIMEOUTS_TO_SUSPEND = 3;
+const SUSPEND_MS = 1000;
+const TIMED_OUT = Symbol('timed out');
+
+/** SET each KEYS[i] to ARGV[i + 1] with TTL ARGV[1]. */
+const SET_MANY = "local ttl = ARGV[1] for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'EX', ttl) end return #KEYS";
+const SET_MANY_SHA = createHash('sha1').update(SET_MANY).digest('hex');
+
+/**
+ * The score cache's L2: scores in Redis under `pi:score:<key>` with a TTL. Reads from concurrent
+ * requests share one MGET; writes are batched off the request path; a Redis that is down or slow
+ * is skipped. Never rejects: anything but an answer in time is a miss.
+ * The connection should be this store's own, without auto-pipelining: every exchange here is
+ * already one coalesced command, and a shared connection would queue reads behind bulk commands.
+ */
+export class RedisScores {
+  private pendingWrites: [string, number][] = [];
+  private pendingReads: { key: string; resolve: (v: number | undefined) => void }[] = [];
+  private readScheduled = false;
+  /** A read is on the wire; reads arriving meanwhile wait for it and then leave together. */
+  private readInFlight = false;
+  private writeTimer: NodeJS.Timeout | undefined;
+  private lastWrite: Promise<unknown> = Promise.resolve();
+  private writesInFlight = 0;
+  private consecutiveTimeouts = 0;
+  /** Reads skip Redis until this time (ms since epoch; 0 when not suspended). */
+  private suspendedUntil = 0;
+  hits = 0;
+  errors = 0;
+  timeouts = 0;
+  /** Times reads were suspended after TIMEOUTS_TO_SUSPEND timeouts in a row. */
+  suspensions = 0;
+  /** Scores not written (Redis down, slow, or too many write batches already on the wire). */
+  writesDropped = 0;
+  /** Coalesced reads issued (one MGET each), for judging how many requests share a round trip. */
+  reads = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly opts: RedisScoresOptions,
+    /** Called with every score a read found (the score cache copies it into L1). */
+    private readonly onHit: (key: string, probability: number) => void = () => {},
+  ) {}
+
+  /** Whether a read can be attempted now (connected, and not suspended as slow). */
+  get available(): boolean {
+    return this.redis.status === 'ready' && (this.suspendedUntil === 0 || Date.now() >= this.suspendedUntil);
+  }
+
+  /** Connected, but the last reads all timed out (until one is answered in time again). */
+  get slow(): boolean {
+    return this.consecutiveTimeouts >= TIMEOUTS_TO_SUSPEND;
+  }
+
+  /** Cumulative counters (for /metrics). */
+  stats(): Record<'reads' | 'hits' | 'errors' | 'timeouts' | 'suspensions' | 'writes_dropped', number> {
+    return { reads: this.reads, hits: this.hits, errors: this.errors, timeouts: this.timeouts, suspensions: this.suspensions, writes_dropped: this.writesDropped };
+  }
+
+  /**
+   * Resolves undefined on a miss, on timeout, or when Redis is unavailable. Reads from concurrent
+   * requests are coalesced into one MGET (like the model's micro-batches), so Redis costs one
+   * round trip per exchange, not one per request.
+   */
+  read(key: string): Promise<number | undefined> {
+    if (!this.available) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      this.pendingReads.push({ key, resolve });
+      this.scheduleRead();
+    });
+  }
+
+  write(key: string, probability: number): void {
+    const n = this.pendingWrites.push([key, probability]);
+    if (n === WRITE_BATCH) {
+      clearTimeout(this.writeTimer);
+      this.writeTimer = undefined;
+      setImmediate(() => this.flushWrites());
+    } else if (n === 1) {
+      this.writeTimer = setTimeout(() => {
+        this.writeTimer = undefined;
+        this.flushWrites();
+      }, WRITE_FLUSH_MS).unref();
+    }
+  }
+
+  /** Sends the buffered writes now and waits (up to `ms`) for Redis to take them; for shutdown. */
+  async flush(ms = 1000): Promise<void> {
+    clearTimeout(this.writeTimer);
+    this.writeTimer = undefined;
+    this.flushWrites();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.lastWrite, new Promise((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+  }
+
+  /** Deletes the keys given; how many existed. */
+  async delete(keys: string[]): Promise<number> {
+    if (this.redis.status !== 'ready' || keys.length === 0) return 0;
+    return this.redis.del(...keys.map((k) => PREFIX + k));
+  }
+
+  /**
+   * One read (one MGET) at a time: whatever arrives while it is on the wire leaves in the next
+   * one as soon as it returns (or times out). An idle service sends at once; a busy one shares each
+   * round trip among more requests instead of paying for more round trips, which cost far more
+   * client CPU than the keys in them.
+   */
+  private scheduleRead(): void {
+    if (this.readScheduled || this.readInFlight) return;
+    this.readScheduled = true;
+    setImmediate(() => {
+      this.readScheduled = false;
+      void this.flushReads();
+    });
+  }
+
+  private async flushReads(): Promise<void> {
+    const reads = this.pendingReads;
+    this.pendingReads = [];
+    if (reads.length === 0) return;
+    this.readInFlight = true;
+    let values: (number | undefined)[];
+    try {
+      values = await this.mget(reads.map((r) => r.key));
+    } finally {
+      this.readInFlight = false;
+    }
+    reads.forEach((r, i) => {
+      if (values[i] !== undefined) this.hits++;
+      r.resolve(values[i]);
+    });
+    if (this.pendingReads.length) this.scheduleRead();
+  }
+
+  private async mget(keys: string[]): Promise<(number | undefined)[]> {
+    if (this.redis.status !== 'ready') return keys.map(() => undefined);
+    this.reads++;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+      timer = setTimeout(resolve, this.opts.timeoutMs, TIMED_OUT);
+    });
+    const read = this.redis.mget(keys.map((k) => PREFIX + k)).catch(() => {
+      this.errors++;
+      return null;
+    });
+    const values = await Promise.race([read, timeout]);
+    clearTimeout(timer);
+    if (values === TIMED_OUT) {
+      this.timeouts++;
+      if (++this.consecutiveTimeouts >= TIMEOUTS_TO_SUSPEND) {
+        this.suspendedUntil = Date.now() + SUSPEND_MS;
+        this.suspensions++;
+      }
+      return keys.map(() => undefined);
+    }
+    if (values) {
+      this.consecutiveTimeouts = 0;
+      this.suspendedUntil = 0;
+    }
+    return keys.map((k, i) => {
+      const v = values?.[i];
+      if (v == null) return undefined;
+      const n = Number(v);
+      this.onHit(k, n);
+      return n;
+    });
+  }
+
+  private flushWrites(): void {
+    const writes = this.pendingWrites;
+    this.pendingWrites = [];
+    if (writes.length === 0) return;
+    // Dropping writes while Redis is down or slow is fine: it is a cache, and L1 still holds them.
+    if (!this.available || this.writesInFlight >= MAX_WRITES_IN_FLIGHT) {
+      this.writesDropped += writes.length;
+      return;
+    }
+    // One scripted command per batch instead of one SET per score: far less client CPU per request.
+    const args: (string | number)[] = [writes.length];
+    for (const [k] of writes) args.push(PREFIX + k);
+    args.push(this.opts.ttlSeconds);
+    for (const [, p] of writes) args.push(String(p));
+    const redis = this.redis;
+    this.writesInFlight++;
+    this.lastWrite = redis
+      .evalsha(SET_MANY_SHA, ...(args as [number, ...string[]]))
+      .catch((err: Error) => {
+        if (/NOSCRIPT/.test(err.message)) return redis.eval(SET_MANY, ...(args as [number, ...string[]])).catch(() => this.errors++);
+        this.errors++;
+      })
+      .finally(() => this.writesInFlight--);
+  }
+}
