@@ -21,12 +21,7 @@ app.get('/__bench/stats', { schema: { hide: true } }, async () => {
     batches: m?.batcher.batches ?? 0,
     rowsScored: m?.batcher.rowsScored ?? 0,
     l1Size: cache.size,
-    l2Hits: cache.l2?.hits ?? 0,
-    l2Errors: cache.l2?.errors ?? 0,
-    l2Timeouts: cache.l2?.timeouts ?? 0,
-    l2Suspensions: cache.l2?.suspensions ?? 0,
-    l2WritesDropped: cache.l2?.writesDropped ?? 0,
-    l2Reads: cache.l2?.reads ?? 0,
+    l2: cache.l2?.stats() ?? { reads: 0, hits: 0, errors: 0, timeouts: 0, suspensions: 0, writes_dropped: 0 },
     backend: app.services.backend,
     /** CPU time this process has used (user + system, µs), for CPU-per-request figures. */
     cpuUs: cpuUs(),

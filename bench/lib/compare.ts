@@ -61,6 +61,7 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
     }
   }
   const statsAfter = await ctx.serviceStats(service);
+  const l2 = Object.fromEntries(Object.entries(statsAfter.l2).map(([k, v]) => [k, v - statsBefore.l2[k as keyof typeof statsBefore.l2]])) as typeof statsAfter.l2;
 
   const [bareT, svcT] = targets;
   const bare = mergeResults(bareT.label, bareT.runs);
@@ -100,8 +101,8 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
   ctx.log(`POST requests since process start (incl. warm-ups; divide --cpu-prof times by these): service ${statsAfter.requests}, bare ${bareRequests}`);
   ctx.log(
     `model calls: ${fmt.n(scored)} rows in ${fmt.n(batches)} micro-batches (avg ${fmt.n(scored / Math.max(1, batches), 1)} rows/batch); ` +
-      `cache-miss share ${fmt.n(missShare * 100, 1)}%; L2 hits ${statsAfter.l2Hits - statsBefore.l2Hits}, L2 errors ${statsAfter.l2Errors - statsBefore.l2Errors}, L2 timeouts ${statsAfter.l2Timeouts - statsBefore.l2Timeouts} (reads suspended ${statsAfter.l2Suspensions - statsBefore.l2Suspensions}×), L2 writes dropped ${statsAfter.l2WritesDropped - statsBefore.l2WritesDropped}` +
-      (statsAfter.l2Reads > statsBefore.l2Reads ? `, ${fmt.n(statsAfter.l2Reads - statsBefore.l2Reads)} L2 round trips (${fmt.n((statsAfter.requests - statsBefore.requests) / (statsAfter.l2Reads - statsBefore.l2Reads), 1)} requests each)` : '') +
+      `cache-miss share ${fmt.n(missShare * 100, 1)}%; L2 hits ${l2.hits}, L2 errors ${l2.errors}, L2 timeouts ${l2.timeouts} (reads suspended ${l2.suspensions}×), L2 writes dropped ${l2.writes_dropped}` +
+      (l2.reads > 0 ? `, ${fmt.n(l2.reads)} L2 round trips (${fmt.n((statsAfter.requests - statsBefore.requests) / l2.reads, 1)} requests each)` : '') +
       `; backend ${statsAfter.backend}`,
   );
   return {
@@ -112,8 +113,8 @@ export async function compareWithBare(ctx: BenchContext, service: ServerHandle, 
     bareCpuUsPerReq: bareCpu,
     serviceCpuUsPerReq: svcCpu,
     missShare,
-    l2Hits: statsAfter.l2Hits - statsBefore.l2Hits,
-    l2Errors: statsAfter.l2Errors - statsBefore.l2Errors,
+    l2Hits: l2.hits,
+    l2Errors: l2.errors,
   };
 }
 

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { ShopperBodies } from './bodies.js';
 import { startServer, getJson, type ServerHandle } from './children.js';
 import { runLoad, type LoadOptions, type LoadResult } from './load.js';
+import type { RedisScores } from '../../src/cache/redis-scores.js';
 
 export interface BenchSettings {
   durationSec: number;
@@ -151,13 +152,8 @@ export interface ServiceStats {
   batches: number;
   rowsScored: number;
   l1Size: number;
-  l2Hits: number;
-  l2Errors: number;
-  /** L2 reads that timed out (three in a row suspend L2 reads for a second). */
-  l2Timeouts: number;
-  l2Suspensions: number;
-  l2WritesDropped: number;
-  l2Reads: number;
+  /** The score cache's L2 counters (RedisScores.stats(); all 0 without Redis). */
+  l2: ReturnType<RedisScores['stats']>;
   backend: string;
   cpuUs: number;
   requests: number;

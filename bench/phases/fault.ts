@@ -63,7 +63,7 @@ export const faultPhase: Phase = {
     const waited = (performance.now() - since) / 1000;
     ctx.log(`/readyz after load: status ${last.status}, redis ${last.redis} (polled ${waited.toFixed(1)} s)`);
     const stats = await ctx.serviceStats(service);
-    ctx.log(`L2 counted by the service: ${stats.l2Errors} errors, ${stats.l2Timeouts} timeouts (reads suspended ${stats.l2Suspensions}×), ${stats.l2WritesDropped} scores not written`);
+    ctx.log(`L2 counted by the service: ${stats.l2.errors} errors, ${stats.l2.timeouts} timeouts (reads suspended ${stats.l2.suspensions}×), ${stats.l2.writes_dropped} scores not written`);
     ctx.check('failed requests during outage', '0', `${failed} of ${fmt.n(r.responses)}`, failed === 0);
     ctx.check('/readyz redis after restart', 'up', last.redis, last.redis === 'up');
     await service.stop();
