@@ -67,7 +67,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     { backend, activeVersion: services.models.active?.id ?? null, inferencePath: services.models.active?.inferencePath ?? null, redis: config.REDIS_URL ? 'enabled' : 'disabled', auth: services.auth.open ? 'open' : 'keys' },
     'service ready',
   );
-  if (services.auth.open) app.log.warn('API_KEYS is not set: predict and read routes are open, admin routes are refused');
+  if (services.auth.open) app.log.warn('API_KEYS is not set: predict and read (GET) routes are open; changes and admin routes are refused');
 
   await app.register(healthRoutes);
   await app.register(metricsRoutes);

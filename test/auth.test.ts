@@ -95,6 +95,22 @@ describe('open mode (API_KEYS unset)', () => {
     const withJunk = await app.inject({ method: 'POST', url: '/v1/predict', payload: { features }, headers: { authorization: 'Bearer whatever' } });
     expect(withJunk.statusCode).toBe(200);
   });
+
+  it('reads are open, but nothing that changes state: segment writes and user erasure answer 403 and change nothing', async () => {
+    const before = await app.inject({ method: 'GET', url: '/v1/segments' });
+    expect(before.statusCode, before.body).toBe(200);
+    const rule = { name: 'open-mode', rule: { score: { gte: 0.5 } } };
+    const refused = [
+      await app.inject({ method: 'POST', url: '/v1/segments', payload: rule }),
+      await app.inject({ method: 'PUT', url: '/v1/segments/high-intent', payload: rule }),
+      await app.inject({ method: 'DELETE', url: '/v1/segments/high-intent' }),
+      await app.inject({ method: 'DELETE', url: '/v1/users/u-1' }),
+      await app.inject({ method: 'DELETE', url: '/v1/jobs/job-1' }),
+    ];
+    for (const res of refused) expect(expectError(res, 403, 'forbidden').message).toMatch(/API_KEYS/);
+    const after = await app.inject({ method: 'GET', url: '/v1/segments' });
+    expect(after.json()).toEqual(before.json());
+  });
 });
 
 describe('Authenticator', () => {
@@ -103,7 +119,7 @@ describe('Authenticator', () => {
     const app = Fastify({ logger: false });
     installErrorHandling(app);
     for (const scope of ['predict', 'segments', 'admin', 'read'] as const) {
-      app.get(`/${scope}`, { preHandler: auth.require(scope) }, async (request) => ({ actor: request.actor }));
+      app.route({ method: ['GET', 'POST'], url: `/${scope}`, preHandler: auth.require(scope), handler: async (request) => ({ actor: request.actor }) });
     }
     await app.ready();
     return app;
@@ -126,6 +142,9 @@ describe('Authenticator', () => {
         expect(res.statusCode, path).toBe(200);
         expect(res.json()).toEqual({ actor: 'anonymous' });
       }
+      // Outside the predict scope only GET/HEAD are open.
+      for (const path of ['/segments', '/read']) expect(expectError(await app.inject({ method: 'POST', url: path }), 403, 'forbidden').message).toMatch(/API_KEYS/);
+      expect((await app.inject({ method: 'POST', url: '/predict' })).statusCode).toBe(200);
     } finally {
       await app.close();
     }

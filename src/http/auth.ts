@@ -7,7 +7,7 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Who made the request, for audit records (key fingerprint or "anonymous"). */
     actor?: string;
-    /** Scopes of the key that authenticated the request (open mode: predict and segments). */
+    /** Scopes of the key that authenticated the request (open mode: predict, and segments for reading). */
     scopes?: ReadonlySet<Scope>;
   }
 }
@@ -17,7 +17,9 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
 /**
  * Bearer-key auth with scopes. Keys are compared as sha256 digests with timingSafeEqual over
  * every configured key, so timing reveals neither the key nor which entry matched.
- * Without API_KEYS the service is open for predict and read routes; admin is always refused.
+ * Without API_KEYS the service is open for predict and for reading (GET/HEAD); anything that changes
+ * state there (segment definitions, user erasure, jobs) and every admin route is refused, so an
+ * unconfigured deployment cannot be used to delete data.
  */
 export class Authenticator {
   private readonly keys: { digest: Buffer; scopes: Set<Scope> }[];
@@ -43,6 +45,10 @@ export class Authenticator {
     return (request: FastifyRequest, _reply: FastifyReply, done) => {
       if (this.open) {
         if (scope === 'admin') return done(new AppError(403, 'forbidden', 'admin routes are disabled: set API_KEYS with an admin key'));
+        if (scope !== 'predict' && !SAFE_METHODS.has(request.method)) {
+          const needed = scope === 'read' ? 'any configured key' : `a key with the "${scope}" scope`;
+          return done(new AppError(403, 'forbidden', `changes are disabled without API_KEYS: set API_KEYS and send ${needed}`));
+        }
         request.actor = 'anonymous';
         request.scopes = OPEN_SCOPES;
         return done();
@@ -63,3 +69,5 @@ export class Authenticator {
 }
 
 const OPEN_SCOPES: ReadonlySet<Scope> = new Set<Scope>(['predict', 'segments']);
+/** Methods open without API_KEYS on routes outside the predict scope. */
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
