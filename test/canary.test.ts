@@ -131,9 +131,9 @@ describe('canary and shadow rollout (single replica)', () => {
     expect(new Set(answers.map((p) => p.modelVersion))).toEqual(new Set([A]));
     shadowed = answers.map((active, i) => ({ features: rows[i], active }));
 
-    // Shadow scoring happens off the request path: poll briefly until every prediction is counted.
+    // Shadow scoring happens off the request path: poll until every prediction is counted (a busy machine may take a while).
     let stats = { version: '', n: 0, meanAbsDiff: -1, labelAgreement: -1, incompatible: -1 };
-    const deadline = performance.now() + 2000;
+    const deadline = performance.now() + 15_000;
     while (performance.now() < deadline) {
       stats = (await app.inject({ method: 'GET', url: `/v1/models/${B}/shadow`, headers: PREDICT })).json();
       if (stats.n >= N) break;

@@ -2,7 +2,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildTestApp, copyDefaultStore } from './helpers/app.js';
 import { expectError, pathsOf, until } from './helpers/http.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
@@ -286,6 +286,9 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
   }, 120_000);
 
   it('refuses dataset paths outside DATA_DIR (absolute, "..", symlinks out) with 400 naming dataset.path', async () => {
+    // Watches (without replacing) the job manager: none of these requests may reach it.
+    const started = vi.spyOn(app.services.jobs, 'start');
+    const entriesBefore = versionEntries();
     for (const path of ['../x.csv', '/etc/passwd', 'sub/../../x.csv', '..\\x.csv', 'escape.csv', 'linked-dir/secret.csv', 'missing.csv', 'C:\\data\\x.csv']) {
       const res = await retrain(shoppersBody({ dataset: { path } }));
       const body = expectError(res, 400, 'validation_error');
@@ -295,7 +298,10 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     expect(pathsOf(bad)).toEqual(['dataset.uploadId']);
     const unknown = expectError(await retrain(shoppersBody({ dataset: { uploadId: '00000000-0000-4000-8000-000000000000' } })), 400);
     expect(pathsOf(unknown)).toEqual(['dataset.uploadId']);
-    // No job was started by any of these.
+    // No job was started by any of these, and nothing reached the store.
+    expect(started).not.toHaveBeenCalled();
+    started.mockRestore();
+    expect(versionEntries()).toEqual(entriesBefore);
     expect(existsSync(join(outside, 'secret.csv'))).toBe(true);
   });
 

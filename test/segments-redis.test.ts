@@ -326,11 +326,18 @@ describe('ACCEPTANCE 4 (Redis): erasure leaves nothing in Redis that contains th
 
   it('DELETE /v1/users/:id (user scored by /v1/predict): the cached score of their last input is dropped too', async () => {
     const victim = [...expected.users.values()].find((u) => Number(u.userId.slice(-6)) >= N_USERS - 50 && u.userId.startsWith('user-') && u.segments.size >= 3)!;
+    // The user record names the score-cache key of their last input; make sure its L2 copy landed.
+    await app.services.segments.flush();
+    const ck = await client.hget(`pi:user:${victim.userId}`, 'ck');
+    expect(ck).toMatch(/^[\w-]{20,}$/);
+    await app.services.cache.flush();
+    expect(await client.exists(`pi:score:${ck}`)).toBe(1);
     const cacheKeysBefore = (await client.keys('pi:score:*')).length;
     const removed = await eraseAndCheck(victim.userId);
-    // L1 entry, and the Redis L2 key when it was written.
-    expect(removed.cacheEntries).toBeGreaterThanOrEqual(1);
-    expect((await client.keys('pi:score:*')).length).toBeLessThanOrEqual(cacheKeysBefore);
+    // Both copies: the L1 entry and the Redis key.
+    expect(removed.cacheEntries).toBe(2);
+    expect(await client.exists(`pi:score:${ck}`)).toBe(0);
+    expect((await client.keys('pi:score:*')).length).toBe(cacheKeysBefore - 1);
     await expectSegmentsMatch(app, expected, personaCount);
   });
 });
