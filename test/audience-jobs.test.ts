@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, copyDefaultStore } from './helpers/app.js';
@@ -23,12 +24,17 @@ describe('audience scoring and re-scoring jobs', () => {
   const rows = shopperFeatureRows(300);
   const columns = Object.keys(rows[0]);
 
+  let store: string;
+
   beforeAll(async () => {
-    const store = copyDefaultStore();
+    store = copyDefaultStore();
     addSecondVersion(store, 'audience-b');
     app = await buildTestApp({ MODEL_STORE: store, API_KEYS: 'segments:seg-key-1234,admin:adm-key-1234,predict:pred-key-1234' });
   });
-  afterAll(async () => app.close());
+  afterAll(async () => {
+    await app?.close();
+    rmSync(store, { recursive: true, force: true });
+  });
 
   const job = async (id: string, auth = SEG) => (await app.inject({ url: `/v1/jobs/${id}`, headers: { authorization: auth } })).json() as ScoringJobView;
   const finished = async (id: string) => {

@@ -190,11 +190,17 @@ describe('Authenticator', () => {
 describe('auth runs before body validation', () => {
   it('an admin route refuses a bad body with 403 in open mode, and 401 without a key, not 400', async () => {
     const open = await buildTestApp({});
-    const res = await open.inject({ method: 'POST', url: '/v1/models/retrain', payload: {} });
-    expect(res.statusCode).toBe(403);
-    await open.close();
+    try {
+      const res = await open.inject({ method: 'POST', url: '/v1/models/retrain', payload: {} });
+      expect(res.statusCode).toBe(403);
+    } finally {
+      await open.close();
+    }
     const keyed = await buildTestApp({ API_KEYS: 'predict:pkey-123456,segments+admin:akey-123456' });
-    expect((await keyed.inject({ method: 'POST', url: '/v1/predict', payload: { nonsense: true } })).statusCode).toBe(401);
-    await keyed.close();
+    try {
+      expect((await keyed.inject({ method: 'POST', url: '/v1/predict', payload: { nonsense: true } })).statusCode).toBe(401);
+    } finally {
+      await keyed.close();
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { generateOpenApi, OPENAPI_PATH } from '../scripts/write-openapi.js';
 import { copyDefaultStore } from './helpers/app.js';
@@ -8,7 +8,8 @@ const DRIFT = 'openapi/openapi.json is out of date with the routes: run npm run 
 describe('openapi/openapi.json', () => {
   it('matches the document generated from the routes', async () => {
     // A private store copy: generating the document must not depend on (or touch) the bundled store.
-    const generated = await generateOpenApi(copyDefaultStore());
+    const store = copyDefaultStore();
+    const generated = await generateOpenApi(store).finally(() => rmSync(store, { recursive: true, force: true }));
     expect(existsSync(OPENAPI_PATH), `openapi/openapi.json is missing: run npm run openapi`).toBe(true);
     const committed = readFileSync(OPENAPI_PATH, 'utf8');
     expect(committed === generated, DRIFT).toBe(true);

@@ -249,24 +249,29 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     const storeDir = copyDefaultStore(); // our own, so it outlives close() for the check below
     const versionsDir = join(storeDir, 'versions');
     const other = await buildTestApp({ API_KEYS, DATA_DIR: dataDir, MODEL_STORE: storeDir });
-    await other.ready();
-    const entriesBefore = readdirSync(versionsDir).sort();
-    const res = await other.inject({
-      method: 'POST',
-      url: '/v1/models/retrain',
-      headers: ADMIN,
-      payload: { dataset: { path: 'shoppers-full.csv' }, label: 'Revenue', positive: 'TRUE', hyperparameters: { epochs: 500, patience: 500 } },
-    });
-    expect(res.statusCode, res.body).toBe(202);
-    const { jobId } = res.json() as { jobId: string };
-    await until(() => (other.services.jobs.get(jobId).epoch ?? 0) >= 1, 'the job to be training', JOB_TIMEOUT);
-    const stream = other.inject({ method: 'GET', url: `/v1/jobs/${jobId}/events`, headers: ADMIN });
-    await until(() => other.services.jobs.listenerCount('job') > 0, 'the event stream to subscribe');
-    await other.close();
-    expect((await stream).statusCode).toBe(200);
-    expect(other.services.jobs.get(jobId)).toMatchObject({ status: 'cancelled', version: null });
-    expect(readdirSync(versionsDir).sort()).toEqual(entriesBefore);
-    rmSync(storeDir, { recursive: true, force: true });
+    try {
+      await other.ready();
+      const entriesBefore = readdirSync(versionsDir).sort();
+      const res = await other.inject({
+        method: 'POST',
+        url: '/v1/models/retrain',
+        headers: ADMIN,
+        payload: { dataset: { path: 'shoppers-full.csv' }, label: 'Revenue', positive: 'TRUE', hyperparameters: { epochs: 500, patience: 500 } },
+      });
+      expect(res.statusCode, res.body).toBe(202);
+      const { jobId } = res.json() as { jobId: string };
+      await until(() => (other.services.jobs.get(jobId).epoch ?? 0) >= 1, 'the job to be training', JOB_TIMEOUT);
+      const stream = other.inject({ method: 'GET', url: `/v1/jobs/${jobId}/events`, headers: ADMIN });
+      await until(() => other.services.jobs.listenerCount('job') > 0, 'the event stream to subscribe');
+      await other.close();
+      expect((await stream).statusCode).toBe(200);
+      expect(other.services.jobs.get(jobId)).toMatchObject({ status: 'cancelled', version: null });
+      expect(readdirSync(versionsDir).sort()).toEqual(entriesBefore);
+    } finally {
+      // Closing twice is harmless; a failed wait must not leave the 500-epoch worker running.
+      await other.close();
+      rmSync(storeDir, { recursive: true, force: true });
+    }
   }, 120_000);
 
   it('fails a job on bad data (label column missing, single class) with the reason; the service keeps predicting', async () => {

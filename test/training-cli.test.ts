@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ModelStore } from '../src/registry/model-store.js';
 
 const lines = readFileSync('data/online_shoppers_intention.csv', 'utf8').trim().split('\n');
@@ -20,6 +20,8 @@ function train(out: string, extra: string[] = []) {
 }
 
 describe('training CLI', () => {
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
   it('writes a complete version, reports progress on stderr and metrics on stdout, and is reproducible from the seed', () => {
     const a = train(join(dir, 'store-a'), ['--id', 'run-a']);
     const b = train(join(dir, 'store-b'), ['--id', 'run-b']);
