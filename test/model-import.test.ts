@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -269,6 +269,23 @@ describe('POST /v1/models rejects what cannot be served, writing nothing', () =>
 
     const r6 = await app.inject({ method: 'POST', url: '/v1/models', headers: ADMIN, payload: { modelJson: {} } });
     expect(r6.statusCode).toBe(415);
+  });
+
+  it('a weight shard named like a file the store writes itself (personas.json, manifest.json): 400, nothing stored', async () => {
+    const fx = keras3Functional();
+    const before = readdirSync(app.services.store.versionsDir).sort();
+    for (const reserved of ['personas.json', 'manifest.json']) {
+      const modelJson = structuredClone(fx.modelJson) as { weightsManifest: { paths: string[] }[] };
+      const files = new Map<string, Buffer>();
+      for (const group of modelJson.weightsManifest) {
+        group.paths = group.paths.map((p) => (p === 'group1-shard2of2.bin' ? reserved : p));
+      }
+      for (const [name, buf] of fx.files) files.set(name === 'group1-shard2of2.bin' ? reserved : name, buf);
+      const res = await upload(fixtureParts({ modelJson, files }, numericSpec()));
+      expect(res.statusCode, res.body).toBe(400);
+      expect(res.json().message).toContain(`"${reserved}"`);
+    }
+    expect(readdirSync(app.services.store.versionsDir).sort()).toEqual(before);
   });
 
   it('needs the admin scope: predict key 403, no key 401', async () => {

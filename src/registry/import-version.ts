@@ -32,7 +32,7 @@ export interface ImportInput {
 }
 
 /** File names the store itself uses; a weight shard may not take one of them. */
-const RESERVED = new Set(['model.json', 'feature-spec.json', 'card.json', 'manifest.json', 'metrics.json']);
+const RESERVED = new Set(['model.json', 'feature-spec.json', 'card.json', 'manifest.json', 'metrics.json', 'personas.json']);
 const PLAIN_FILE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const SIGMOID_LIKE = new Set(['sigmoid', 'hardsigmoid']);
 
