@@ -50,73 +50,100 @@ export class Lifecycle {
     return this.fleet.read();
   }
 
-  async activate(id: string, actor: Actor): Promise<StoreState> {
-    await this.loadOrExplain(id);
-    const state = await this.fleet.read();
-    const previous = state.active;
-    state.active = id;
-    if (state.canary?.version === id) state.canary = null;
-    state.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous, by: actor.by, reason: actor.reason });
-    await this.fleet.write(state);
-    await this.reconcile();
-    if (previous !== id) this.activated(id, 'activate');
-    return state;
+  /**
+   * Runs one state change at a time in this process: a change loads its model first, and one that
+   * read the state before another finished would otherwise write back what it read, undoing it.
+   * Across replicas FleetState.update's compare-and-set does the same.
+   */
+  private exclusive<T>(action: () => Promise<T>): Promise<T> {
+    const run = this.changes.then(action, action);
+    this.changes = run.catch(() => {});
+    return run;
+  }
+
+  private changes: Promise<unknown> = Promise.resolve();
+
+  activate(id: string, actor: Actor): Promise<StoreState> {
+    return this.exclusive(async () => {
+      await this.loadOrExplain(id);
+      let previous: string | null = null;
+      const state = await this.fleet.update((s) => {
+        previous = s.active;
+        s.active = id;
+        if (s.canary?.version === id) s.canary = null;
+        s.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous, by: actor.by, reason: actor.reason });
+      });
+      await this.reconcile();
+      if (previous !== id) this.activated(id, 'activate');
+      return state;
+    });
   }
 
   /** Re-activates the version that was active before the current one. */
-  async rollback(actor: Actor): Promise<StoreState> {
-    const state = await this.fleet.read();
-    const current = state.active;
-    // Re-activating the active version records previous === current: skip such entries.
-    const previous = [...state.history]
-      .reverse()
-      .find((h) => h.version === current && h.previous !== current && (h.action === 'activate' || h.action === 'rollback' || h.action === 'promote'))?.previous;
-    if (!previous) throw conflict('no previous version to roll back to');
-    if (!this.store.has(previous)) throw conflict(`previous version ${previous} no longer exists`);
-    await this.loadOrExplain(previous);
-    state.active = previous;
-    if (state.canary?.version === previous) state.canary = null;
-    state.history.push({ at: new Date().toISOString(), action: 'rollback', version: previous, previous: current, by: actor.by, reason: actor.reason });
-    await this.fleet.write(state);
-    await this.reconcile();
-    this.activated(previous, 'rollback');
-    return state;
+  rollback(actor: Actor): Promise<StoreState> {
+    return this.exclusive(async () => {
+      const target = rollbackTarget(await this.fleet.read());
+      if (!this.store.has(target.previous)) throw conflict(`previous version ${target.previous} no longer exists`);
+      await this.loadOrExplain(target.previous);
+      const state = await this.fleet.update((s) => {
+        // Another replica may have changed the state while the model loaded: roll back only from
+        // the state the target was chosen from.
+        const now = rollbackTarget(s);
+        if (now.current !== target.current || now.previous !== target.previous) throw conflict('the model state changed meanwhile: try again');
+        s.active = target.previous;
+        if (s.canary?.version === target.previous) s.canary = null;
+        s.history.push({ at: new Date().toISOString(), action: 'rollback', version: target.previous, previous: target.current, by: actor.by, reason: actor.reason });
+      });
+      await this.reconcile();
+      this.activated(target.previous, 'rollback');
+      return state;
+    });
   }
 
-  async startCanary(id: string, opts: { percent: number; mode: 'split' | 'shadow' }, actor: Actor): Promise<StoreState> {
-    const state = await this.fleet.read();
-    if (state.active === id) throw conflict(`version ${id} is already active`);
-    await this.loadOrExplain(id);
-    state.canary = { version: id, percent: opts.mode === 'shadow' ? 0 : opts.percent, mode: opts.mode };
-    state.history.push({ at: new Date().toISOString(), action: `canary:${opts.mode}`, version: id, previous: state.active, by: actor.by, reason: actor.reason });
-    this.shadow = { version: id, n: 0, absDiff: 0, agree: 0, incompatible: 0 };
-    await this.fleet.write(state);
-    await this.reconcile();
-    return state;
+  startCanary(id: string, opts: { percent: number; mode: 'split' | 'shadow' }, actor: Actor): Promise<StoreState> {
+    return this.exclusive(async () => {
+      const refuseActive = (s: StoreState) => {
+        if (s.active === id) throw conflict(`version ${id} is already active`);
+      };
+      refuseActive(await this.fleet.read());
+      await this.loadOrExplain(id);
+      const state = await this.fleet.update((s) => {
+        refuseActive(s);
+        s.canary = { version: id, percent: opts.mode === 'shadow' ? 0 : opts.percent, mode: opts.mode };
+        s.history.push({ at: new Date().toISOString(), action: `canary:${opts.mode}`, version: id, previous: s.active, by: actor.by, reason: actor.reason });
+      });
+      this.shadow = { version: id, n: 0, absDiff: 0, agree: 0, incompatible: 0 };
+      await this.reconcile();
+      return state;
+    });
   }
 
-  async promoteCanary(actor: Actor): Promise<StoreState> {
-    const state = await this.fleet.read();
-    if (!state.canary) throw conflict('no canary to promote');
-    const id = state.canary.version;
-    const previous = state.active;
-    state.active = id;
-    state.canary = null;
-    state.history.push({ at: new Date().toISOString(), action: 'promote', version: id, previous, by: actor.by, reason: actor.reason });
-    await this.fleet.write(state);
-    await this.reconcile();
-    this.activated(id, 'promote');
-    return state;
+  promoteCanary(actor: Actor): Promise<StoreState> {
+    return this.exclusive(async () => {
+      let promoted = '';
+      const state = await this.fleet.update((s) => {
+        if (!s.canary) throw conflict('no canary to promote');
+        promoted = s.canary.version;
+        s.history.push({ at: new Date().toISOString(), action: 'promote', version: promoted, previous: s.active, by: actor.by, reason: actor.reason });
+        s.active = promoted;
+        s.canary = null;
+      });
+      await this.reconcile();
+      this.activated(promoted, 'promote');
+      return state;
+    });
   }
 
-  async abortCanary(actor: Actor): Promise<StoreState> {
-    const state = await this.fleet.read();
-    if (!state.canary) throw conflict('no canary to abort');
-    state.history.push({ at: new Date().toISOString(), action: 'abort', version: state.canary.version, previous: state.active, by: actor.by, reason: actor.reason });
-    state.canary = null;
-    await this.fleet.write(state);
-    await this.reconcile();
-    return state;
+  abortCanary(actor: Actor): Promise<StoreState> {
+    return this.exclusive(async () => {
+      const state = await this.fleet.update((s) => {
+        if (!s.canary) throw conflict('no canary to abort');
+        s.history.push({ at: new Date().toISOString(), action: 'abort', version: s.canary.version, previous: s.active, by: actor.by, reason: actor.reason });
+        s.canary = null;
+      });
+      await this.reconcile();
+      return state;
+    });
   }
 
   /** Applies the fleet state to this replica; concurrent calls coalesce. Never throws. */
@@ -192,4 +219,15 @@ export class Lifecycle {
 /** Stable 0–100 bucket for a userId (sha256, first 4 bytes). */
 export function userBucket(userId: string): number {
   return (createHash('sha256').update(userId).digest().readUInt32BE(0) / 0x1_0000_0000) * 100;
+}
+
+/** The version a rollback returns to: the one active before the current one. */
+function rollbackTarget(state: StoreState): { current: string | null; previous: string } {
+  const current = state.active;
+  // Re-activating the active version records previous === current: skip such entries.
+  const previous = [...state.history]
+    .reverse()
+    .find((h) => h.version === current && h.previous !== current && (h.action === 'activate' || h.action === 'rollback' || h.action === 'promote'))?.previous;
+  if (!previous) throw conflict('no previous version to roll back to');
+  return { current, previous };
 }
