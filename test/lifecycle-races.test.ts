@@ -18,7 +18,7 @@ interface StateBody {
   history: { action: string; version: string }[];
 }
 
-const post = (app: FastifyInstance, url: string, payload: unknown = {}) => app.inject({ method: 'POST', url, headers: ADMIN, payload });
+const post = (app: FastifyInstance, url: string, payload: Record<string, unknown> = {}) => app.inject({ method: 'POST', url, headers: ADMIN, payload });
 /** The fleet state as the replica reads it (Redis when configured, else the store's state.json). */
 const state = async (app: FastifyInstance) => (await app.services.lifecycle.state()) as StateBody;
 

@@ -114,9 +114,20 @@ export class Scorer {
    * Batch rows bypass the score cache: they are bulk work whose rows rarely repeat, and hashing
    * plus caching each row would cost more than scoring it.
    */
-  async predictMany(instances: PredictInstance[], issuesSoFar: FieldIssue[] = []): Promise<{ modelVersion: string; predictions: Prediction[] }> {
+  async predictMany(
+    instances: PredictInstance[],
+    issuesSoFar: FieldIssue[] = [],
+    /** `active`: the active model even during a canary (background jobs whose results feed segments). */
+    opts: { model?: 'routed' | 'active' } = {},
+  ): Promise<{ modelVersion: string; predictions: Prediction[] }> {
+    let picked: LoadedModel;
+    if (opts.model === 'active') {
+      const active = this.manager.active;
+      if (!active) throw unavailable('no model is loaded');
+      picked = active;
+    } else picked = this.pick(undefined);
     // One model version per batch request, so every row is comparable.
-    return this.pick(undefined).use(async (model) => {
+    return picked.use(async (model) => {
       const issues = issuesSoFar.slice();
       const n = instances.length;
       const rows: FeatureValues[] = new Array(n);

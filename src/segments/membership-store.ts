@@ -13,9 +13,16 @@ export interface MembershipRecord {
   features?: FeatureValues;
   /** Score-cache key of this user's last input, so erasure can remove it. */
   cacheKey?: string;
+  /**
+   * Set on re-scores of a stored user: written only if the user is still stored and was last seen
+   * at exactly this time (ms), keeping that time and their cache key. A user erased meanwhile
+   * stays erased, one scored live meanwhile keeps the newer record, and re-scoring does not
+   * restart anyone's expiry clock.
+   */
+  ifSeenAt?: number;
 }
 
-export type UserRecord = Omit<MembershipRecord, 'cacheKey'>;
+export type UserRecord = Omit<MembershipRecord, 'cacheKey' | 'ifSeenAt'>;
 
 export interface Member {
   userId: string;

@@ -27,7 +27,11 @@ export class MemoryMembershipStore implements MembershipStore {
   async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
     const now = Date.now();
     for (const r of batch) {
-      this.usersById.set(r.userId, r);
+      if (r.ifSeenAt !== undefined) {
+        const stored = this.usersById.get(r.userId);
+        if (stored?.at !== r.ifSeenAt) continue;
+        this.usersById.set(r.userId, { ...r, at: stored.at, cacheKey: stored.cacheKey, ifSeenAt: undefined });
+      } else this.usersById.set(r.userId, r);
       const member = new Set(r.segments);
       for (const id of segmentIds) {
         const set = this.segmentSet(id);

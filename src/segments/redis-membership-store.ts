@@ -42,6 +42,35 @@ end
 return { table.concat(out), lastm, lasts, n }
 `;
 
+/**
+ * A re-scored record, written only if the user is still in pi:seen with the expected last-seen
+ * time. KEYS: user hash, pi:seen, pi:seg-updated, then one sorted set per segment id. ARGV: userId,
+ * expected seen-at, TTL, probability, now, the number of hash fields n, n field/value pairs, then
+ * '1'/'0' per segment (member or not). The user's cache key (ck) survives the rewrite.
+ */
+const RESCORE = `
+local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not seen or tonumber(seen) ~= tonumber(ARGV[2]) then return 0 end
+local ck = redis.call('HGET', KEYS[1], 'ck')
+redis.call('DEL', KEYS[1])
+local n = tonumber(ARGV[6])
+local fields = {}
+for i = 1, n * 2 do fields[i] = ARGV[6 + i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+if ck then redis.call('HSET', KEYS[1], 'ck', ck) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local first = 6 + n * 2
+for i = 4, #KEYS do
+  if ARGV[first + i - 3] == '1' then
+    redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1])
+    redis.call('HSET', KEYS[3], string.sub(KEYS[i], 8), ARGV[5])
+  else
+    redis.call('ZREM', KEYS[i], ARGV[1])
+  end
+end
+return 1
+`;
+
 const K = {
   seg: (id: string) => `pi:seg:${id}`,
   user: (id: string) => `pi:user:${id}`,
@@ -73,11 +102,31 @@ export class RedisMembershipStore implements MembershipStore {
       const fields: Record<string, string> = {
         p: String(r.probability),
         v: r.version,
-        t: String(r.at),
+        t: String(r.ifSeenAt ?? r.at),
         persona: r.persona === null ? '' : String(r.persona),
         segs: JSON.stringify(r.segments),
       };
       if (r.features) fields.f = JSON.stringify(r.features);
+      if (r.ifSeenAt !== undefined) {
+        const member = new Set(r.segments);
+        const pairs = Object.entries(fields).flat();
+        this.rescoreCommand(p).piRescore(
+          3 + segmentIds.length,
+          K.user(r.userId),
+          K.seen,
+          K.updated,
+          ...segmentIds.map(K.seg),
+          r.userId,
+          r.ifSeenAt,
+          this.ttlSeconds,
+          r.probability,
+          now,
+          pairs.length / 2,
+          ...pairs,
+          ...segmentIds.map((id) => (member.has(id) ? '1' : '0')),
+        );
+        continue;
+      }
       if (r.cacheKey) fields.ck = r.cacheKey;
       p.del(K.user(r.userId)); // a record replaces the last one (drops features when retention is off)
       p.hset(K.user(r.userId), fields);
@@ -100,6 +149,12 @@ export class RedisMembershipStore implements MembershipStore {
    * CSV/NDJSON block (scores in Redis's exact text form) plus the keyset cursor, so Node holds one
    * Buffer per page instead of thousands of member objects — memory stays flat for any size.
    */
+  /** The conditional re-score write (RESCORE), registered once per client; usable in pipelines. */
+  private rescoreCommand(p: ReturnType<Redis['pipeline']>): { piRescore(...args: (string | number)[]): unknown } {
+    if (typeof (this.redis as unknown as Record<string, unknown>).piRescore !== 'function') this.redis.defineCommand('piRescore', { lua: RESCORE });
+    return p as unknown as { piRescore(...args: (string | number)[]): unknown };
+  }
+
   /** The Lua page renderer, registered once per client (EVALSHA with an EVAL fallback). */
   private get exporter(): { segmentExportPageBuffer(...args: (string | number)[]): Promise<unknown> } {
     const r = this.redis as unknown as Record<string, unknown>;

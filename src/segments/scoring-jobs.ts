@@ -7,6 +7,7 @@ import type { Scorer } from '../inference/scorer.js';
 import type { ModelManager } from '../registry/model-manager.js';
 import type { SegmentService } from './segment-service.js';
 import { coerceFeatures, parseCell } from '../preprocessing/coerce.js';
+import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { detectDelimiter } from '../dataset/read-csv.js';
 import { notFound, unavailable } from '../lib/errors.js';
 import { readFileSync } from 'node:fs';
@@ -32,6 +33,14 @@ export interface ScoringJobView {
 
 const CHUNK = 1000;
 const MAX_ERRORS = 20;
+
+/** One row of a job: a user and their raw features; `seenAt` for re-scores of a stored user. */
+interface JobRow {
+  userId: string;
+  features: Record<string, unknown>;
+  row: number;
+  seenAt?: number;
+}
 
 /**
  * Background scoring in the serving process: audience CSV uploads and re-scoring of users whose
@@ -75,7 +84,7 @@ export class ScoringJobs extends EventEmitter {
       const spec = this.models.active!.spec;
       const delimiter = detectDelimiter(readFileSync(path, 'utf8').slice(0, 64 * 1024));
       const parser = createReadStream(path).pipe(parse({ columns: true, delimiter, bom: true, trim: true, skip_empty_lines: true, relax_column_count: true }));
-      let rows: { userId: string; features: Record<string, unknown>; row: number }[] = [];
+      let rows: JobRow[] = [];
       let n = 0;
       try {
         for await (const rec of parser as AsyncIterable<Record<string, string>>) {
@@ -105,14 +114,14 @@ export class ScoringJobs extends EventEmitter {
     return this.start('rescore', async (_job, emitChunk) => {
       for await (const users of this.segments.store.users(CHUNK)) {
         const withFeatures = users.filter((u) => u.features);
-        if (withFeatures.length) await emitChunk(withFeatures.map((u, i) => ({ userId: u.userId, features: u.features!, row: i })));
+        if (withFeatures.length) await emitChunk(withFeatures.map((u, i) => ({ userId: u.userId, features: u.features!, row: i, seenAt: u.at })));
       }
     });
   }
 
   private start(
     kind: ScoringJobKind,
-    run: (job: ScoringJobView, emitChunk: (rows: { userId: string; features: Record<string, unknown>; row: number }[]) => Promise<void>) => Promise<void>,
+    run: (job: ScoringJobView, emitChunk: (rows: JobRow[]) => Promise<void>) => Promise<void>,
   ): ScoringJobView {
     const id = randomUUID();
     const view: ScoringJobView = {
@@ -134,26 +143,42 @@ export class ScoringJobs extends EventEmitter {
     this.jobs.set(id, entry);
     const emit = () => this.emit('job', { type: 'status', jobId: id, job: structuredClone(view) });
 
-    const emitChunk = async (rows: { userId: string; features: Record<string, unknown>; row: number }[]) => {
+    const emitChunk = async (rows: JobRow[]) => {
       if (entry.cancel) throw new Cancelled();
       await new Promise((r) => setImmediate(r)); // let requests through between chunks
       const spec = this.models.active?.spec;
       if (!spec) throw new Error('no model is loaded');
-      const valid = rows.filter((r) => {
-        const { issues } = coerceFeatures(spec, r.features);
-        if (issues.length) {
+      const valid: (JobRow & { values: FeatureValues })[] = [];
+      for (const r of rows) {
+        const { values, issues } = coerceFeatures(spec, r.features);
+        if (issues.length === 0) valid.push({ ...r, values });
+        else {
           view.invalid++;
           for (const i of issues.slice(0, 3)) pushError(view, { row: r.row, path: i.path, message: i.message });
         }
-        return issues.length === 0;
-      });
+      }
       if (valid.length) {
-        const res = await this.scorer.predictMany(valid.map((r) => ({ userId: r.userId, features: r.features })));
+        // The active model, even during a canary: memberships and personas follow it. Instances go
+        // without userId so the scorer's listeners do not record them; the job records them itself.
+        const res = await this.scorer.predictMany(valid.map((r) => ({ features: r.features })), [], { model: 'active' });
         view.modelVersion = res.modelVersion;
         view.scored += valid.length;
+        const at = Date.now();
         for (const [i, p] of res.predictions.entries()) {
-          const segs = this.segments.membershipsOf(valid[i].features as never, p.probability, p.persona?.id ?? null);
+          const r = valid[i];
+          const persona = p.persona?.id ?? null;
+          const segs = this.segments.membershipsOf(r.values, p.probability, persona);
           for (const s of segs) view.segments[s] = (view.segments[s] ?? 0) + 1;
+          this.segments.enqueue({
+            userId: r.userId,
+            probability: p.probability,
+            version: res.modelVersion,
+            persona,
+            segments: segs,
+            at: r.seenAt ?? at,
+            features: this.segments.keepsFeatures ? r.values : undefined,
+            ifSeenAt: r.seenAt,
+          });
         }
       }
       view.rowsDone += rows.length;

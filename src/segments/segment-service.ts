@@ -77,10 +77,16 @@ export class SegmentService {
     return out;
   }
 
+  /** Whether user records keep raw features (FEATURE_RETENTION). */
+  get keepsFeatures(): boolean {
+    return this.opts.retainFeatures;
+  }
+
   private onScored(e: ScoredEvent): void {
     if (!e.userId) return;
-    // Personas and memberships follow the active model; canary/shadow answers still record the score.
-    const persona = e.prediction.persona?.id ?? null;
+    // Persona segments are the active model's: a canary's persona k is another group than the
+    // active model's persona k, so a canary answer records the score but no persona.
+    const persona = e.model === this.models.active ? (e.prediction.persona?.id ?? null) : null;
     this.enqueue({
       userId: e.userId,
       probability: e.prediction.probability,
