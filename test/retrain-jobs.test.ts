@@ -214,7 +214,19 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     expect(yesJob.status, yesJob.error ?? '').toBe('succeeded');
     expect(yesJob.promotion).toMatchObject({ mode: 'if-better', promoted: true, comparison: { activeVersion: active, margin: -1, promote: true } });
     expect(await activeVersion()).toBe(yesJob.version);
-  }, 180_000);
+
+    // The comparison is with the version active when the job started: if an operator activates
+    // another one meanwhile, the candidate is not promoted over it.
+    const lateId = await start(shoppersBody({ promote: 'if-better', promoteMargin: -1, seed: 12 }));
+    const manual = await app.inject({ method: 'POST', url: `/v1/models/${noJob.version}/activate`, headers: ADMIN, payload: { reason: 'operator' } });
+    expect(manual.statusCode, manual.body).toBe(200);
+    const late = await waitFinished(lateId);
+    expect(late.status, late.error ?? '').toBe('succeeded');
+    expect(late.promotion).toMatchObject({ mode: 'if-better', promoted: false, comparison: { activeVersion: yesJob.version, promote: true } });
+    expect(late.promotion!.reason).toContain(`now ${noJob.version}`);
+    expect(await activeVersion()).toBe(noJob.version);
+    expect(versionEntries()).toContain(late.version);
+  }, 240_000);
 
   it('cancels a running job: worker stopped, status cancelled, no version or temp dir left', async () => {
     const entriesBefore = versionEntries();

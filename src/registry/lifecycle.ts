@@ -63,11 +63,18 @@ export class Lifecycle {
 
   private changes: Promise<unknown> = Promise.resolve();
 
-  activate(id: string, actor: Actor): Promise<StoreState> {
+  /**
+   * `ifActive`: activate only if that version is still the active one (409 `active_changed`
+   * otherwise), for decisions made against it, such as a retrain job's "if-better" comparison.
+   */
+  activate(id: string, actor: Actor, opts: { ifActive?: string | null } = {}): Promise<StoreState> {
     return this.exclusive(async () => {
       await this.loadOrExplain(id);
       let previous: string | null = null;
       const state = await this.fleet.update((s) => {
+        if (opts.ifActive !== undefined && s.active !== opts.ifActive) {
+          throw new AppError(409, 'active_changed', `the active version is now ${s.active ?? 'none'}, not ${opts.ifActive ?? 'none'}`);
+        }
         previous = s.active;
         s.active = id;
         if (s.canary?.version === id) s.canary = null;

@@ -10,7 +10,7 @@ import type { BackendPreference } from '../inference/backend.js';
 import type { ModelStore } from '../registry/model-store.js';
 import type { Lifecycle } from '../registry/lifecycle.js';
 import type { ModelManager } from '../registry/model-manager.js';
-import { conflict, notFound } from '../lib/errors.js';
+import { AppError, conflict, notFound } from '../lib/errors.js';
 import type { CleaningReport } from '../dataset/prepare.js';
 import {
   DEFAULT_PROMOTE_MARGIN,
@@ -288,10 +288,16 @@ export class JobManager extends EventEmitter {
     v.promotion = decision;
     if (!decision.promoted) return this.finish(rec, 'succeeded');
     try {
-      await this.lifecycle.activate(id, { by: v.requestedBy, reason: `retrain job ${v.id}` });
+      // "if-better" compared with the version active when the job started: promote only over that one.
+      const ifActive = decision.mode === 'if-better' && comparison ? { ifActive: comparison.activeVersion } : {};
+      await this.lifecycle.activate(id, { by: v.requestedBy, reason: `retrain job ${v.id}` }, ifActive);
       this.log.info({ job: v.id, version: id, mode: decision.mode }, 'retrained version activated');
       this.finish(rec, 'succeeded');
     } catch (err) {
+      if (err instanceof AppError && err.code === 'active_changed') {
+        v.promotion = { ...decision, promoted: false, reason: `not promoted: the comparison was with ${comparison?.activeVersion ?? 'no version'}, but ${err.message.replace(/^the /, '')}` };
+        return this.finish(rec, 'succeeded');
+      }
       // The version is complete and valid in the store (it can be activated by hand); the job failed its promise.
       v.promotion = { ...decision, promoted: false, reason: `activation failed: ${(err as Error).message}` };
       this.finish(rec, 'failed', `version ${id} was saved but could not be activated: ${(err as Error).message}`);
