@@ -5,7 +5,7 @@ import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, val
 import type { Config } from './config/env.js';
 import { initBackend } from './inference/backend.js';
 import { createServices, type Services } from './services.js';
-import { installErrorHandling } from './http/error-handler.js';
+import { frameworkErrors, installErrorHandling } from './http/error-handler.js';
 import { OneLineRequestLog } from './http/request-logging.js';
 import { healthRoutes } from './http/routes/health.js';
 import { predictRoutes } from './http/routes/predict.js';
@@ -39,6 +39,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     bodyLimit: config.BODY_LIMIT_BYTES,
     requestIdHeader: 'x-request-id',
     return503OnClosing: true,
+    // userIds may be 256 characters (more bytes once percent-encoded) and must stay erasable by URL.
+    routerOptions: { maxParamLength: 4096 },
+    frameworkErrors,
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

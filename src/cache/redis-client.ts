@@ -8,9 +8,12 @@ import type { FastifyBaseLogger } from 'fastify';
  * that already sends one coalesced command per round trip turns it off, because the per-tick
  * pipeline it builds costs more CPU than the command itself.
  */
-export function createRedis(url: string, log: FastifyBaseLogger, name = 'redis', { autoPipelining = true } = {}): Redis {
+export function createRedis(url: string, log: FastifyBaseLogger, name = 'redis', { autoPipelining = true, commandTimeoutMs = 5000 } = {}): Redis {
   const redis = new Redis(url, {
     enableOfflineQueue: false,
+    // A connected server that stopped answering must not hold callers (segment writes, shutdown
+    // flushes, admin changes) forever: its commands fail after this long.
+    commandTimeout: commandTimeoutMs,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(50 * times, 1000),

@@ -17,6 +17,7 @@ export const ConfigSchema = z.object({
   CACHE_TTL_SECONDS: positiveInt.default(3600),
   CACHE_MAX_ENTRIES: positiveInt.default(100_000),
   REDIS_TIMEOUT_MS: positiveInt.default(5),
+  REDIS_COMMAND_TIMEOUT_MS: positiveInt.default(5000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   API_KEYS: z.string().optional(),
   TF_BACKEND: z.enum(['auto', 'node', 'wasm', 'cpu']).default('auto'),
@@ -48,7 +49,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   if (parsed.data.API_KEYS !== undefined) {
     // fail at startup, not per request
-    if (parseApiKeys(parsed.data.API_KEYS).length === 0) throw new ConfigError('invalid configuration:\n  API_KEYS: set but empty; unset it to run open (predict and read routes only)');
+    if (parseApiKeys(parsed.data.API_KEYS).length === 0) throw new ConfigError('invalid configuration:\n  API_KEYS: set but empty; unset it to run open (predict and GET routes only)');
   }
   return parsed.data;
 }

@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { AppError, type FieldIssue } from '../lib/errors.js';
 
@@ -18,6 +18,33 @@ export function schemaIssues(error: unknown): FieldIssue[] {
   });
 }
 
+/** Clearer words for Fastify's body-parsing errors (the parser keeps no detail of its own). */
+const BODY_MESSAGES: Record<string, string> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: 'body is not valid JSON, or has a "__proto__" or "constructor" key (refused)',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'body is empty; send a JSON object',
+};
+
+/** ioredis failures that mean "Redis is down or not answering", not a bug: 503, not 500. */
+function isRedisUnavailable(error: Error): boolean {
+  return (
+    error.name === 'MaxRetriesPerRequestError' ||
+    /^(Command timed out|Connection is closed\.?|Stream isn't writeable)/.test(error.message)
+  );
+}
+
+/** busboy's parse errors for a multipart body it cannot read (no boundary, cut off, bad headers). */
+function isMalformedMultipart(error: Error): boolean {
+  return /^(Multipart: |Malformed (part|urlencoded)|Unexpected end of (form|file)|Part terminated early)/.test(error.message);
+}
+
+/** Router-level errors (malformed URL, over-long path parameter) in the service's error body. */
+export const frameworkErrors = (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
+  const status = error.statusCode ?? 400;
+  const code = status === 414 ? 'uri_too_long' : status >= 500 ? 'internal_error' : 'bad_request';
+  const message = error.code === 'FST_ERR_BAD_URL' ? 'malformed URL (bad percent-encoding)' : status >= 500 ? 'internal error' : error.message;
+  void reply.code(status).send({ error: code, message, details: [] });
+};
+
 /** The one error body: { error, message, details: [{ path, message }] }. 5xx never leak internals. */
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply) => {
@@ -28,10 +55,19 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (issues.length) {
       return reply.code(400).send({ error: 'validation_error', message: `${issues.length} invalid field${issues.length === 1 ? '' : 's'}`, details: issues });
     }
+    if (isRedisUnavailable(error)) {
+      request.log.warn({ err: error.message }, 'redis unavailable');
+      return reply.code(503).send({ error: 'unavailable', message: 'redis is unavailable or not answering; try again later', details: [] });
+    }
+    if (error.statusCode === undefined && isMalformedMultipart(error)) {
+      return reply.code(400).send({ error: 'bad_request', message: `malformed multipart body: ${error.message}`, details: [{ path: 'body', message: error.message }] });
+    }
     const status = error.statusCode ?? 500;
     if (status < 500) {
       const code = status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : status === 404 ? 'not_found' : 'bad_request';
-      return reply.code(status).send({ error: code, message: error.message, details: [] });
+      const message = BODY_MESSAGES[error.code] ?? error.message;
+      const details = error.code?.startsWith('FST_ERR_CTP_') ? [{ path: 'body', message }] : [];
+      return reply.code(status).send({ error: code, message, details });
     }
     request.log.error({ err: error }, 'unhandled error');
     return reply.code(500).send({ error: 'internal_error', message: 'internal error', details: [] });

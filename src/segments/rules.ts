@@ -51,6 +51,33 @@ export const RuleSchema: z.ZodType<Rule> = z.lazy(() =>
   ]),
 ).meta({ id: 'SegmentRule' }) as z.ZodType<Rule>;
 
+/**
+ * Bounds on a rule's shape. Every scored user is checked against every rule on the request path,
+ * and a deeply nested rule would exhaust the validator's stack, so size is checked first, on the
+ * raw JSON and without recursion.
+ */
+export const RULE_LIMITS = { depth: 16, nodes: 200 } as const;
+
+/** Why a raw rule value is too large or too deep, or null when it is within RULE_LIMITS. */
+export function ruleSizeIssue(value: unknown): string | null {
+  const stack: { v: unknown; depth: number }[] = [{ v: value, depth: 1 }];
+  let nodes = 0;
+  while (stack.length) {
+    const { v, depth } = stack.pop()!;
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) continue;
+    const o = v as Record<string, unknown>;
+    if (!('all' in o || 'any' in o || 'not' in o || 'feature' in o || 'score' in o)) continue;
+    if (++nodes > RULE_LIMITS.nodes) return `a rule may have at most ${RULE_LIMITS.nodes} conditions and groups`;
+    if (depth > RULE_LIMITS.depth) return `a rule may nest at most ${RULE_LIMITS.depth} levels deep`;
+    for (const key of ['all', 'any'] as const) {
+      const children = o[key];
+      if (Array.isArray(children)) for (const c of children) stack.push({ v: c, depth: depth + 1 });
+    }
+    if ('not' in o) stack.push({ v: o.not, depth: depth + 1 });
+  }
+  return null;
+}
+
 export function referencedFeatures(rule: Rule, out = new Set<string>()): Set<string> {
   if ('all' in rule) rule.all.forEach((r) => referencedFeatures(r, out));
   else if ('any' in rule) rule.any.forEach((r) => referencedFeatures(r, out));

@@ -23,14 +23,29 @@ export interface SegmentSummary {
  * Turns scored predictions into segment memberships. Memberships are computed on the request
  * thread (cheap) but written in pipelined batches on the next tick, off the request path.
  */
+/**
+ * Membership records that may wait on the store at once (about 20 MB); a batch that would go past
+ * it is dropped. Far above what a store that answers ever has waiting (a 10,000-row batch request
+ * is 10,000), so this only acts when the store hangs.
+ */
+const MAX_PENDING_RECORDS = 50_000;
+const MAX_RULE_SEGMENTS = 100;
+
 export class SegmentService {
   private bands: Bands = DEFAULT_BANDS;
   private ruleSegments: RuleSegment[] = [];
   private buffer: MembershipRecord[] = [];
   private flushing: Promise<void> = Promise.resolve();
   private flushScheduled = false;
+  /** Records in write batches chained and not yet settled (bounded: see MAX_PENDING_RECORDS). */
+  private pendingRecords = 0;
   private timers: NodeJS.Timeout[] = [];
   dropped = 0;
+
+  /** Records handed to the store and not yet written (or given up). */
+  get waiting(): number {
+    return this.pendingRecords;
+  }
 
   constructor(
     readonly store: MembershipStore,
@@ -113,13 +128,24 @@ export class SegmentService {
     const batch = this.buffer;
     this.buffer = [];
     if (batch.length === 0) return this.flushing;
+    // A store that hangs (a frozen Redis) would otherwise collect batches, and the records in
+    // them, without bound; memberships are refreshed by each user's next score.
+    if (this.pendingRecords + batch.length > MAX_PENDING_RECORDS) {
+      this.dropped += batch.length;
+      if (this.dropped === batch.length || this.dropped % 10_000 < batch.length) this.log.warn({ dropped: this.dropped }, 'membership store is not keeping up; records dropped');
+      return this.flushing;
+    }
     const ids = this.segmentIds();
+    this.pendingRecords += batch.length;
     this.flushing = this.flushing.then(() =>
-      this.store.record(batch, ids).catch((err) => {
-        // Memberships are refreshed by the next score; an outage must not fail predictions.
-        this.dropped += batch.length;
-        this.log.warn({ err: (err as Error).message, records: batch.length }, 'membership write failed; records dropped');
-      }),
+      this.store
+        .record(batch, ids)
+        .catch((err) => {
+          // An outage must not fail predictions.
+          this.dropped += batch.length;
+          this.log.warn({ err: (err as Error).message, records: batch.length }, 'membership write failed; records dropped');
+        })
+        .finally(() => (this.pendingRecords -= batch.length)),
     );
     return this.flushing;
   }
@@ -170,6 +196,8 @@ export class SegmentService {
     const id = input.id ?? `rule-${randomBytes(4).toString('hex')}`;
     if ((BAND_IDS as readonly string[]).includes(id) || isPersonaSegment(id)) throw new AppError(409, 'conflict', `segment id ${id} is reserved`);
     if (this.ruleSegments.some((r) => r.id === id)) throw new AppError(409, 'conflict', `segment ${id} already exists`);
+    // Every scored user is checked against every rule on the request path: keep that bounded.
+    if (this.ruleSegments.length >= MAX_RULE_SEGMENTS) throw new AppError(409, 'conflict', `at most ${MAX_RULE_SEGMENTS} rule segments; delete one first`);
     const now = new Date().toISOString();
     const seg: RuleSegment = { id, name: input.name, description: input.description, rule: input.rule, created: now, updated: now };
     await this.store.putRule(seg);

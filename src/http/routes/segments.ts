@@ -1,9 +1,10 @@
 import { Readable } from 'node:stream';
+import type { preValidationHookHandler } from 'fastify';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import { BandsSchema, RuleSegmentInput } from '../../segments/definitions.js';
-import { RuleSchema } from '../../segments/rules.js';
+import { RuleSchema, ruleSizeIssue } from '../../segments/rules.js';
 import { computeProfile } from '../../segments/profile.js';
 import { decodeCursor } from '../../segments/membership-store.js';
 import { ValidationError } from '../../lib/errors.js';
@@ -25,6 +26,13 @@ const RuleSegmentBody = z.object({ id: z.string(), name: z.string(), description
 const withNotFound = { ...errorResponses, 404: ErrorBody, 409: ErrorBody };
 const PROFILE_SAMPLE = 5000;
 const EXPORT_PAGE = 5000;
+
+/** Refuses an oversized or over-deep rule before schema validation walks it (see RULE_LIMITS). */
+const boundedRule: preValidationHookHandler = (request, _reply, done) => {
+  const body = request.body as { rule?: unknown } | null;
+  const issue = body && typeof body === 'object' ? ruleSizeIssue(body.rule) : null;
+  done(issue ? new ValidationError([{ path: 'rule', message: issue }]) : undefined);
+};
 
 /** Marketing API: segment definitions, membership lists, exports and profiles (segments scope). */
 export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
@@ -49,7 +57,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post(
     '/v1/segments',
-    { onRequest: read, schema: { tags: ['segments'], summary: 'Create a rule segment', body: RuleSegmentInput, response: { 201: RuleSegmentBody, ...withNotFound } } },
+    { onRequest: read, preValidation: boundedRule, schema: { tags: ['segments'], summary: 'Create a rule segment', body: RuleSegmentInput, response: { 201: RuleSegmentBody, ...withNotFound } } },
     async (request, reply) => reply.code(201).send(await segments.createRule(request.body)),
   );
 
@@ -61,6 +69,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
     '/v1/segments/:id',
     {
       onRequest: read,
+      preValidation: boundedRule,
       schema: {
         tags: ['segments'],
         summary: 'Replace a rule segment (members are re-evaluated as users are scored)',

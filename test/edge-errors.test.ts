@@ -1,0 +1,109 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp } from './helpers/app.js';
+import { expectError, pathsOf } from './helpers/http.js';
+import { shopperFeatureRows } from './helpers/shoppers.js';
+import { TestRedis } from './helpers/redis-server.js';
+
+const API_KEYS = 'segments:seg-key-1234,admin:adm-key-1234,predict:pred-key-1234';
+const SEG = { authorization: 'Bearer seg-key-1234' };
+const ADMIN = { authorization: 'Bearer adm-key-1234' };
+const PRED = { authorization: 'Bearer pred-key-1234' };
+const features = shopperFeatureRows(1)[0];
+
+/** Inputs at the edges of what the routes accept: each gets a 4xx in the service's error body, never a 500. */
+describe('edge inputs', () => {
+  let app: FastifyInstance;
+  let redis: TestRedis;
+
+  beforeAll(async () => {
+    redis = await TestRedis.start();
+    app = await buildTestApp({ API_KEYS, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '500' });
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app?.close();
+    await redis?.close();
+  });
+
+  /** A rule nested `depth` levels, as JSON text (too deep for JSON.stringify in the test client). */
+  const nested = (depth: number, open: string, close: string) => open.repeat(depth) + '{"score":{"gt":0}}' + close.repeat(depth);
+  const segmentBody = (ruleJson: string) => `{"name":"big","rule":${ruleJson}}`;
+
+  it('refuses rules nested too deep or with too many conditions (400 naming rule), before validating them', async () => {
+    const cases = [
+      nested(2000, '{"not":', '}'), // used to overflow the validator's stack (500)
+      nested(20_000, '{"all":[', ']}'),
+      nested(17, '{"not":', '}'),
+      JSON.stringify({ any: Array.from({ length: 201 }, (_, i) => ({ feature: 'PageValues', gt: i })) }),
+      JSON.stringify({ any: Array.from({ length: 40 }, () => ({ all: Array.from({ length: 40 }, () => ({ feature: 'PageValues', gt: 1 })) })) }),
+    ];
+    for (const rule of cases) {
+      for (const [method, url] of [['POST', '/v1/segments'], ['PUT', '/v1/segments/whatever']] as const) {
+        const res = await app.inject({ method, url, headers: { ...SEG, 'content-type': 'application/json' }, payload: segmentBody(rule) });
+        const body = expectError(res, 400, 'validation_error');
+        expect(pathsOf(body)).toEqual(['rule']);
+        expect(body.details[0].message).toMatch(/at most (16 levels|200 conditions)/);
+      }
+    }
+    const ok = await app.inject({ method: 'POST', url: '/v1/segments', headers: { ...SEG, 'content-type': 'application/json' }, payload: segmentBody(nested(15, '{"not":', '}')) });
+    expect(ok.statusCode, ok.body).toBe(201);
+  });
+
+  it('allows at most 100 rule segments (409 after that)', async () => {
+    const existing = ((await app.inject({ url: '/v1/segments', headers: SEG })).json().segments as { kind: string }[]).filter((s) => s.kind === 'rule').length;
+    for (let i = existing; i < 100; i++) {
+      const res = await app.inject({ method: 'POST', url: '/v1/segments', headers: SEG, payload: { id: `cap-${i}`, name: `cap ${i}`, rule: { score: { gte: i / 100 } } } });
+      expect(res.statusCode, res.body).toBe(201);
+    }
+    const over = expectError(await app.inject({ method: 'POST', url: '/v1/segments', headers: SEG, payload: { name: 'one too many', rule: { score: { gte: 0.5 } } } }), 409, 'conflict');
+    expect(over.message).toContain('at most 100');
+  });
+
+  it('a multipart body without a boundary is a 400, on every upload route', async () => {
+    for (const [url, headers] of [['/v1/datasets', ADMIN], ['/v1/segments/score', SEG], ['/v1/models', ADMIN]] as const) {
+      const res = await app.inject({ method: 'POST', url, headers: { ...headers, 'content-type': 'multipart/form-data' }, payload: 'garbage' });
+      const body = expectError(res, 400, 'bad_request');
+      expect(body.message).toMatch(/multipart/i);
+    }
+  });
+
+  it('a user with a 256-character id can be looked up and erased by URL', async () => {
+    const userId = 'u'.repeat(200) + 'é'.repeat(56); // percent-encoded in the URL: far over 100 bytes
+    const res = await app.inject({ method: 'POST', url: '/v1/predict', headers: PRED, payload: { userId, features } });
+    expect(res.statusCode, res.body).toBe(200);
+    await app.services.segments.flush();
+    const path = `/v1/users/${encodeURIComponent(userId)}`;
+    const found = await app.inject({ url: path, headers: SEG });
+    expect(found.statusCode, found.body).toBe(200);
+    expect(found.json().userId).toBe(userId);
+    expect((await app.inject({ method: 'DELETE', url: path, headers: SEG })).statusCode).toBe(200);
+    expectError(await app.inject({ url: path, headers: SEG }), 404, 'not_found');
+  });
+
+  it('malformed URLs and over-long path parameters answer in the service error body', async () => {
+    expectError(await app.inject({ url: '/v1/segments/%E0%A4%A', headers: SEG }), 400, 'bad_request');
+    expectError(await app.inject({ url: `/v1/users/${'x'.repeat(5000)}`, headers: SEG }), 414, 'uri_too_long');
+  });
+
+  it('bodies that are not JSON objects name the body', async () => {
+    const post = (payload: string) => app.inject({ method: 'POST', url: '/v1/predict', headers: { ...PRED, 'content-type': 'application/json' }, payload });
+    for (const payload of ['{"features":', '', '{"__proto__":{"x":1},"features":{}}']) {
+      const body = expectError(await post(payload), 400, 'bad_request');
+      expect(pathsOf(body)).toEqual(['body']);
+    }
+    expect(expectError(await post('{"constructor":{"prototype":{}},"features":{}}'), 400).message).toContain('"__proto__" or "constructor"');
+  });
+
+  it('reads that need Redis answer 503 while it is down, not 500', async () => {
+    await redis.stop();
+    try {
+      const body = expectError(await app.inject({ url: '/v1/users/someone', headers: SEG }), 503, 'unavailable');
+      expect(body.message).toContain('redis');
+      // Predictions do not need it.
+      expect((await app.inject({ method: 'POST', url: '/v1/predict', headers: PRED, payload: { features } })).statusCode).toBe(200);
+    } finally {
+      await redis.startProcess();
+    }
+  });
+});

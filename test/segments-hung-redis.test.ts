@@ -1,0 +1,88 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTestApp } from './helpers/app.js';
+import { shopperFeatureRows } from './helpers/shoppers.js';
+import { TestRedis } from './helpers/redis-server.js';
+import { until } from './helpers/http.js';
+
+const API_KEYS = 'segments:seg-key-1234,predict:pred-key-1234';
+const SEG = { authorization: 'Bearer seg-key-1234' };
+const PRED = { authorization: 'Bearer pred-key-1234' };
+const rows = shopperFeatureRows(60);
+
+/**
+ * A Redis that is connected but frozen (SIGSTOP) must neither stall predictions nor let
+ * membership writes pile up without bound, and shutdown must not wait for it forever.
+ */
+describe('segment memberships while Redis hangs', () => {
+  let redis: TestRedis;
+  let app: FastifyInstance;
+
+  beforeAll(async () => {
+    redis = await TestRedis.start();
+    app = await buildTestApp({ API_KEYS, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '400' });
+    await app.ready();
+  });
+  afterAll(async () => {
+    redis?.resume();
+    await app?.close();
+    await redis?.close();
+  });
+
+  const predict = async (userId: string, i: number) => {
+    const res = await app.inject({ method: 'POST', url: '/v1/predict', headers: PRED, payload: { userId, features: rows[i % rows.length] } });
+    expect(res.statusCode, res.body).toBe(200);
+  };
+  const metric = async (name: string) => {
+    const text = (await app.inject({ url: '/metrics' })).body;
+    return Number(text.match(new RegExp(`^${name} (\\S+)$`, 'm'))?.[1]);
+  };
+
+  it('drops what it cannot write (counted), keeps predicting, and records again once Redis answers', async () => {
+    await predict('before-hang', 0);
+    await app.services.segments.flush();
+    expect((await app.inject({ url: '/v1/users/before-hang', headers: SEG })).statusCode).toBe(200);
+
+    redis.pause();
+    // Six batch requests of 10,000 users: each becomes one write batch. 50,000 records may wait.
+    for (let b = 0; b < 6; b++) {
+      const instances = Array.from({ length: 10_000 }, (_, i) => ({ userId: `hang-${b}-${i}`, features: rows[i % rows.length] }));
+      const res = await app.inject({ method: 'POST', url: '/v1/predict/batch', headers: PRED, payload: { instances } });
+      expect(res.statusCode).toBe(200);
+      await new Promise((r) => setImmediate(r));
+      expect(app.services.segments.waiting).toBeLessThanOrEqual(50_000);
+    }
+    // At least the sixth batch went past the bound (earlier ones may also have timed out by now).
+    const dropped = app.services.segments.dropped;
+    expect(dropped).toBeGreaterThanOrEqual(10_000);
+    expect(await metric('intent_membership_records_dropped')).toBe(dropped);
+    // The waiting batches end too: their commands time out instead of hanging.
+    await app.services.segments.flush();
+    expect(app.services.segments.dropped).toBe(60_000);
+
+    // Resumed, Redis first works through the commands it was sent while frozen (reads meanwhile
+    // answer 503 when they time out); then a new score is recorded again.
+    redis.resume();
+    await until(async () => {
+      await predict('after-hang', 1);
+      await app.services.segments.flush();
+      const res = await app.inject({ url: '/v1/users/after-hang', headers: SEG });
+      expect([200, 404, 503]).toContain(res.statusCode);
+      return res.statusCode === 200;
+    }, 'memberships to be recorded again', 60_000, 200);
+  });
+
+  it('closes while Redis hangs (pending writes give up after the command timeout)', async () => {
+    const other = await buildTestApp({ API_KEYS, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '400' });
+    await other.ready();
+    redis.pause();
+    try {
+      const res = await other.inject({ method: 'POST', url: '/v1/predict', headers: PRED, payload: { userId: 'closing', features: rows[0] } });
+      expect(res.statusCode).toBe(200);
+      await other.close(); // without the timeout this never resolves while Redis is frozen
+      expect(other.services.segments.dropped).toBe(1);
+    } finally {
+      redis.resume();
+    }
+  });
+});
