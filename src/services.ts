@@ -85,10 +85,16 @@ export async function createServices(config: Config, backend: string, log: Fasti
   await segments.start(scorer);
   const scoringJobs = new ScoringJobs(scorer, models, segments, log);
   // Memberships record the model version: after an activation requested here, re-score kept users.
+  // Persona segments are emptied first: the new model's persona k is another group.
   lifecycle.onActivated((version, action) => {
-    if (config.FEATURE_RETENTION === 'off') return;
-    const job = scoringJobs.rescoreAll();
-    log.info({ job: job.id, version, action }, 're-scoring users with kept features');
+    void segments
+      .resetPersonas()
+      .catch((err) => log.warn({ err: (err as Error).message }, 'could not empty persona segments'))
+      .then(() => {
+        if (config.FEATURE_RETENTION === 'off') return;
+        const job = scoringJobs.rescoreAll();
+        log.info({ job: job.id, version, action }, 're-scoring users with kept features');
+      });
   });
   const jobs = new JobManager(store, lifecycle, models, log, { backend: config.TF_BACKEND, cpuShare: config.TRAINING_CPU_SHARE });
   return {

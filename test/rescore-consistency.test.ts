@@ -152,4 +152,18 @@ describe.each([
       await app.inject({ method: 'POST', url: '/v1/models/canary/abort', headers: ADMIN, payload: {} });
     }
   });
+
+  it('an activation empties the persona segments of the previous model; other segments stay', async () => {
+    const membership = app.services.segments.store;
+    const stale = { userId: 'stale-persona', probability: 0.9, version: A, persona: 9, segments: ['persona-9', 'high-intent'], at: Date.now() };
+    await membership.record([stale], ['persona-9', 'high-intent']);
+    expect(await membership.size('persona-9')).toBe(1);
+
+    const res = await app.inject({ method: 'POST', url: `/v1/models/${B}/activate`, headers: ADMIN, payload: {} });
+    expect(res.statusCode, res.body).toBe(200);
+    await until(async () => (await membership.size('persona-9')) === 0, 'persona segments to be emptied');
+    if (client) expect(await client.exists('pi:seg:persona-9')).toBe(0);
+    const page = await membership.page('high-intent', { limit: 10_000 });
+    expect(page.members.map((m) => m.userId)).toContain('stale-persona');
+  });
 });

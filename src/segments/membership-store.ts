@@ -61,6 +61,11 @@ export interface MembershipStore {
   sample(segmentId: string | null, n: number): Promise<UserRecord[]>;
   /** Drops users not seen since cutoff (ms epoch); returns how many. */
   expire(cutoffMs: number, segmentIds: string[]): Promise<number>;
+  /**
+   * Empties every persona segment (persona-k of one model is another group than persona-k of the
+   * next): after an activation, before re-scoring. Returns how many segments were emptied.
+   */
+  dropPersonaSegments(): Promise<number>;
   /** All users with kept features, in chunks (re-scoring after an activation). */
   users(chunk: number): AsyncGenerator<UserRecord[]>;
   getBands(): Promise<Bands | null>;

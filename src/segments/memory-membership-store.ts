@@ -1,4 +1,4 @@
-import type { Bands, RuleSegment } from './definitions.js';
+import { isPersonaSegment, type Bands, type RuleSegment } from './definitions.js';
 import {
   comesAfter,
   decodeCursor,
@@ -120,6 +120,18 @@ export class MemoryMembershipStore implements MembershipStore {
       }
     }
     return removed;
+  }
+
+  async dropPersonaSegments(): Promise<number> {
+    let n = 0;
+    for (const id of [...this.segments.keys()]) {
+      if (!isPersonaSegment(id)) continue;
+      this.segments.delete(id);
+      this.sorted.delete(id);
+      this.updatedAt.delete(id);
+      n++;
+    }
+    return n;
   }
 
   async *users(chunk: number): AsyncGenerator<UserRecord[]> {

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { Bands, RuleSegment } from './definitions.js';
+import { isPersonaSegment, type Bands, type RuleSegment } from './definitions.js';
 import {
   comesAfter,
   decodeCursor,
@@ -259,6 +259,22 @@ export class RedisMembershipStore implements MembershipStore {
       await execOrThrow(p);
       removed += ids.length;
     }
+  }
+
+  async dropPersonaSegments(): Promise<number> {
+    const keys: string[] = [];
+    let cur = '0';
+    do {
+      const [next, found] = await this.redis.scan(cur, 'MATCH', K.seg('persona-*'), 'COUNT', 1000);
+      cur = next;
+      keys.push(...found.filter((k) => isPersonaSegment(k.slice(K.seg('').length))));
+    } while (cur !== '0');
+    if (keys.length === 0) return 0;
+    const p = this.redis.pipeline();
+    p.del(...keys);
+    p.hdel(K.updated, ...keys.map((k) => k.slice(K.seg('').length)));
+    await execOrThrow(p);
+    return keys.length;
   }
 
   async *users(chunk: number): AsyncGenerator<UserRecord[]> {

@@ -226,6 +226,12 @@ export class SegmentService {
     await this.refreshDefinitions();
   }
 
+  /** After an activation: persona segments start empty and fill as users are (re-)scored. */
+  async resetPersonas(): Promise<number> {
+    await this.flush();
+    return this.store.dropPersonaSegments();
+  }
+
   async eraseUser(userId: string) {
     await this.flush();
     const report = await this.store.erase(userId);
