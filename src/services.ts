@@ -119,6 +119,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
     async close() {
       clearInterval(poll);
       await jobs.close();
+      await scoringJobs.close();
       await segments.close();
       await fleet.close();
       await models.close();

@@ -33,6 +33,8 @@ export interface ScoringJobView {
 
 const CHUNK = 1000;
 const MAX_ERRORS = 20;
+/** Finished jobs kept for GET /v1/jobs/:id (oldest dropped first), as for retraining jobs. */
+const KEEP_FINISHED = 100;
 
 /** One row of a job: a user and their raw features; `seenAt` for re-scores of a stored user. */
 interface JobRow {
@@ -58,6 +60,18 @@ export class ScoringJobs extends EventEmitter {
   ) {
     super();
     this.setMaxListeners(0);
+  }
+
+  /** Cancels running jobs and waits (up to `ms`) for them to stop; for shutdown. */
+  async close(ms = 5000): Promise<void> {
+    for (const j of this.jobs.values()) if (!isFinished(j.view.status)) j.cancel = true;
+    const deadline = Date.now() + ms;
+    while ([...this.jobs.values()].some((j) => !isFinished(j.view.status)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  private prune(): void {
+    const finished = [...this.jobs.values()].filter((j) => isFinished(j.view.status));
+    for (const j of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED))) this.jobs.delete(j.view.id);
   }
 
   has(id: string): boolean {
@@ -141,6 +155,7 @@ export class ScoringJobs extends EventEmitter {
     };
     const entry = { view, cancel: false };
     this.jobs.set(id, entry);
+    this.prune();
     const emit = () => this.emit('job', { type: 'status', jobId: id, job: structuredClone(view) });
 
     const emitChunk = async (rows: JobRow[]) => {
@@ -209,6 +224,8 @@ export class ScoringJobs extends EventEmitter {
 }
 
 class Cancelled extends Error {}
+
+const isFinished = (s: ScoringJobStatus) => s === 'succeeded' || s === 'failed' || s === 'cancelled';
 
 function pushError(job: ScoringJobView, e: { row: number; path: string; message: string }) {
   if (job.errors.length < MAX_ERRORS) job.errors.push(e);
