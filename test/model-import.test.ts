@@ -269,6 +269,13 @@ describe('POST /v1/models rejects what cannot be served, writing nothing', () =>
 
     const r6 = await app.inject({ method: 'POST', url: '/v1/models', headers: ADMIN, payload: { modelJson: {} } });
     expect(r6.statusCode).toBe(415);
+
+    // Layers that are null or not objects: a reason for the caller, not a JavaScript TypeError.
+    const weird = { ...structuredClone(fx.modelJson), modelTopology: { model_config: { class_name: 'Sequential', config: { layers: [null, 5, { class_name: 'Dense' }] } } } };
+    const r7 = await upload(fixtureParts({ modelJson: weird, files: fx.files }, numericSpec()));
+    expect(r7.statusCode, r7.body).toBe(400);
+    expect(r7.json().error).toBe('invalid_model');
+    expect(r7.json().message).not.toMatch(/Cannot read|undefined|null \(reading/);
   });
 
   it('a weight shard named like a file the store writes itself (personas.json, manifest.json): 400, nothing stored', async () => {

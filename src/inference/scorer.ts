@@ -168,7 +168,7 @@ export class Scorer {
       threshold,
       modelVersion: model.id,
       cached,
-      warnings: oov ? oov.map((name) => `${name}: unseen category ${JSON.stringify(values[name])} mapped to the out-of-vocabulary bucket`) : [],
+      warnings: oov ? oov.map((name) => `${name}: unseen category ${shortJson(values[name])} mapped to the out-of-vocabulary bucket`) : [],
       persona,
     };
   }
@@ -217,4 +217,10 @@ export function cacheKey(version: string, vector: Float32Array): string {
   keyInput.set(prefix, 0);
   keyInput.set(new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength), prefix.length);
   return hash('sha1', keyInput.subarray(0, length), 'base64url');
+}
+
+/** A value as JSON for a message, cut to 64 characters: a request may send a megabyte-long category. */
+function shortJson(v: unknown): string {
+  const json = JSON.stringify(v);
+  return json.length <= 64 ? json : `${json.slice(0, 61)}...`;
 }

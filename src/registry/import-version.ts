@@ -158,7 +158,7 @@ async function validate(input: Pick<ImportInput, 'modelJson' | 'shards' | 'featu
   try {
     normalized = normalizeModelJson(raw);
   } catch (err) {
-    throw invalidModel(`model.json topology could not be read: ${(err as Error).message}`);
+    throw invalidModel(`model.json topology could not be read: ${topologyProblem(err)}`);
   }
   try {
     assertSupportedLayers(normalized.modelJson);
@@ -166,7 +166,7 @@ async function validate(input: Pick<ImportInput, 'modelJson' | 'shards' | 'featu
     if (err instanceof UnsupportedLayerError) {
       throw new AppError(400, 'unsupported_layer', err.message, [{ path: 'model.json', message: `unsupported layer class ${err.layerClass}` }]);
     }
-    throw invalidModel((err as Error).message);
+    throw invalidModel(topologyProblem(err));
   }
 
   const spec = parseUploadedSpec(input.featureSpec);
@@ -214,7 +214,7 @@ async function validate(input: Pick<ImportInput, 'modelJson' | 'shards' | 'featu
     model = await loadLayersModelFromFiles(raw, shardFiles);
   } catch (err) {
     if (err instanceof UnsupportedLayerError) throw new AppError(400, 'unsupported_layer', err.message);
-    throw invalidModel(`model could not be loaded: ${(err as Error).message}`);
+    throw invalidModel(`model could not be loaded: ${topologyProblem(err)}`);
   }
   try {
     checkShapes(model, spec);
@@ -405,4 +405,9 @@ function describeError(err: unknown): string {
     return `${e.message}: ${err.details.map((d) => `${d.path}: ${d.message}`).join('; ')}`;
   }
   return e.message;
+}
+
+/** A reason for the caller: a TypeError from walking an unexpected topology says nothing useful. */
+function topologyProblem(err: unknown): string {
+  return err instanceof TypeError ? 'unexpected structure (a layer, its config or a field in it is missing or null)' : (err as Error).message;
 }
