@@ -27,13 +27,15 @@ const state = async (app: FastifyInstance) => (await app.services.lifecycle.stat
  * slow part of a lifecycle change (loading and warming a model) made as slow as a test needs,
  * so another change can land meanwhile. The real load still runs; only its start waits.
  */
-function holdLoading(models: ModelManager, version: string): { release: () => void; restore: () => void } {
+function holdLoading(models: ModelManager, version: string, when: 'before' | 'after' = 'before'): { release: () => void; restore: () => void } {
   const original = models.prepare.bind(models);
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   models.prepare = async (id: string) => {
-    if (id === version) await gate;
-    return original(id);
+    if (id === version && when === 'before') await gate;
+    const loaded = await original(id);
+    if (id === version && when === 'after') await gate;
+    return loaded;
   };
   return { release, restore: () => (models.prepare = original) };
 }
@@ -81,6 +83,56 @@ describe('lifecycle changes that overlap (one replica, no Redis)', () => {
     expect(s.history.slice(-2).map((h) => `${h.action}:${h.version}`)).toEqual([`canary:split:${B}`, `activate:${C}`]);
     const ready = (await app.inject({ method: 'GET', url: '/readyz' })).json();
     expect(ready.model).toMatchObject({ activeVersion: C, canaryVersion: B });
+  });
+});
+
+describe('deleting a version while it is being activated', () => {
+  let app: FastifyInstance;
+  let storeDir: string;
+
+  beforeAll(async () => {
+    storeDir = makeStore();
+    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS });
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app?.close();
+    rmSync(storeDir, { recursive: true, force: true });
+  });
+
+  it('on the same replica: the delete waits for the activation, then is refused (409); the version stays', async () => {
+    const held = holdLoading(app.services.models, B);
+    try {
+      const activation = post(app, `/v1/models/${B}/activate`);
+      await new Promise((r) => setTimeout(r, 50));
+      const del = app.inject({ method: 'DELETE', url: `/v1/models/${B}`, headers: ADMIN });
+      await new Promise((r) => setTimeout(r, 50));
+      held.release();
+      expect((await activation).statusCode).toBe(200);
+      const res = await del;
+      expect(res.statusCode, res.body).toBe(409);
+      expect(app.services.store.has(B)).toBe(true);
+      expect((await state(app)).active).toBe(B);
+    } finally {
+      held.restore();
+    }
+  });
+
+  it('deleted by someone else once loaded: the activation is refused (409) and the state unchanged', async () => {
+    const before = (await state(app)).active;
+    const held = holdLoading(app.services.models, C, 'after');
+    try {
+      const activation = post(app, `/v1/models/${C}/activate`);
+      await new Promise((r) => setTimeout(r, 100));
+      app.services.store.deleteVersion(C); // as another replica sharing the store volume would
+      held.release();
+      const res = await activation;
+      expect(res.statusCode, res.body).toBe(409);
+      expect(res.json().message).toContain('deleted meanwhile');
+      expect((await state(app)).active).toBe(before);
+    } finally {
+      held.restore();
+    }
   });
 });
 

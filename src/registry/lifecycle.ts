@@ -72,6 +72,7 @@ export class Lifecycle {
       await this.loadOrExplain(id);
       let previous: string | null = null;
       const state = await this.fleet.update((s) => {
+        this.assertStillStored(id);
         if (opts.ifActive !== undefined && s.active !== opts.ifActive) {
           throw new AppError(409, 'active_changed', `the active version is now ${s.active ?? 'none'}, not ${opts.ifActive ?? 'none'}`);
         }
@@ -97,6 +98,7 @@ export class Lifecycle {
         // the state the target was chosen from.
         const now = rollbackTarget(s);
         if (now.current !== target.current || now.previous !== target.previous) throw conflict('the model state changed meanwhile: try again');
+        this.assertStillStored(target.previous);
         s.active = target.previous;
         if (s.canary?.version === target.previous) s.canary = null;
         s.history.push({ at: new Date().toISOString(), action: 'rollback', version: target.previous, previous: target.current, by: actor.by, reason: actor.reason });
@@ -116,6 +118,7 @@ export class Lifecycle {
       await this.loadOrExplain(id);
       const state = await this.fleet.update((s) => {
         refuseActive(s);
+        this.assertStillStored(id);
         s.canary = { version: id, percent: opts.mode === 'shadow' ? 0 : opts.percent, mode: opts.mode };
         s.history.push({ at: new Date().toISOString(), action: `canary:${opts.mode}`, version: id, previous: s.active, by: actor.by, reason: actor.reason });
       });
@@ -151,6 +154,22 @@ export class Lifecycle {
       await this.reconcile();
       return state;
     });
+  }
+
+  /** Deletes an inactive version; never while a change in this process is loading it. */
+  deleteVersion(id: string): Promise<void> {
+    return this.exclusive(async () => {
+      if (!this.store.has(id)) throw notFound(`version ${id}`);
+      const state = await this.fleet.read();
+      if (state.active === id || this.models.active?.id === id) throw conflict(`version ${id} is active`);
+      if (state.canary?.version === id) throw conflict(`version ${id} is the canary`);
+      this.store.deleteVersion(id);
+    });
+  }
+
+  /** A version deleted (on any replica) while its change was loading it must not become state. */
+  private assertStillStored(id: string): void {
+    if (!this.store.has(id)) throw conflict(`version ${id} was deleted meanwhile`);
   }
 
   /** Applies the fleet state to this replica; concurrent calls coalesce. Never throws. */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ErrorBody, errorResponses } from '../schemas.js';
-import { conflict, notFound } from '../../lib/errors.js';
+import { notFound } from '../../lib/errors.js';
 import type { StoreState } from '../../registry/model-store.js';
 
 const VersionParam = z.object({ version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'invalid version id') });
@@ -131,10 +131,7 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
     async (request) => {
       const id = request.params.version;
       requireVersion(id);
-      const state = await lifecycle.state();
-      if (state.active === id || app.services.models.active?.id === id) throw conflict(`version ${id} is active`);
-      if (state.canary?.version === id) throw conflict(`version ${id} is the canary`);
-      store.deleteVersion(id);
+      await lifecycle.deleteVersion(id);
       return { deleted: id };
     },
   );
