@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -243,6 +243,9 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     }, 'the big job to be training', JOB_TIMEOUT);
     const during = await predictOnce(); // training runs in its worker thread: serving carries on
     expect(during.statusCode, during.body).toBe(200);
+    // Another writer's temp dir (an import in progress, or a replica sharing the store) is not the job's.
+    const othersTemp = join(app.services.store.versionsDir, '.tmp-import-in-progress');
+    mkdirSync(othersTemp);
     const res = await app.inject({ method: 'DELETE', url: `/v1/jobs/${jobId}`, headers: ADMIN });
     expect(res.statusCode, res.body).toBe(200);
     const job = res.json() as JobView;
@@ -252,6 +255,8 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     const epochAtCancel = job.epoch;
     await new Promise((r) => setTimeout(r, 1500));
     expect((await getJob(jobId)).epoch).toBe(epochAtCancel); // no progress after cancel
+    expect(existsSync(othersTemp)).toBe(true);
+    rmSync(othersTemp, { recursive: true });
     expect(versionEntries()).toEqual(entriesBefore);
     expectError(await app.inject({ method: 'DELETE', url: `/v1/jobs/${jobId}`, headers: ADMIN }), 409, 'conflict');
     expect((await predictOnce()).statusCode).toBe(200);

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { buildManifest, verifyManifest, type Manifest } from './manifest.js';
@@ -28,6 +28,9 @@ const VERSION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
  *   <root>/versions/<id>/        immutable: model.json, shards, feature-spec.json, metrics.json, card.json, manifest.json
  * Versions are written to a temp dir and renamed into place, so a crash never exposes half a version.
  */
+/** Temp dirs younger than this may belong to a replica still writing them. */
+const TEMP_MAX_AGE_MS = 60 * 60_000;
+
 export class ModelStore {
   readonly versionsDir: string;
 
@@ -104,9 +107,21 @@ export class ModelStore {
     rmSync(trash, { recursive: true, force: true });
   }
 
-  /** Removes temp dirs left by a crash mid-write. */
-  sweepTemp(): void {
-    for (const d of readdirSync(this.versionsDir)) if (d.startsWith('.tmp-')) rmSync(join(this.versionsDir, d), { recursive: true, force: true });
+  /**
+   * Removes temp dirs left by a crash mid-write. Only old ones: on a store volume shared by
+   * replicas, a fresh one is another replica's import or training save in progress.
+   */
+  sweepTemp(olderThanMs = TEMP_MAX_AGE_MS): void {
+    const cutoff = Date.now() - olderThanMs;
+    for (const d of readdirSync(this.versionsDir)) {
+      if (!d.startsWith('.tmp-')) continue;
+      const path = join(this.versionsDir, d);
+      try {
+        if (statSync(path).mtimeMs < cutoff) rmSync(path, { recursive: true, force: true });
+      } catch {
+        /* removed meanwhile */
+      }
+    }
   }
 
   readState(): StoreState {
@@ -119,7 +134,14 @@ export class ModelStore {
   writeState(state: StoreState): void {
     const path = join(this.root, 'state.json');
     const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
-    writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n');
+    // Synced before the rename: after a power loss the file is the old state or the new, never empty.
+    const fd = openSync(tmp, 'w');
+    try {
+      writeSync(fd, JSON.stringify(state, null, 2) + '\n');
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, path);
   }
 

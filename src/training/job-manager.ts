@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { createRequire } from 'node:module';
@@ -79,9 +79,8 @@ interface JobRecord {
   worker: Worker | null;
   /** Id the worker announced just before writing the version (for targeted cleanup). */
   savingId: string | null;
-  /** Temp dirs in the store when the job started (anything new is this job's, if it never announced an id). */
-  tmpBefore: Set<string>;
-  startedMs: number;
+  /** Set once a stop has cleaned up: a `saving` message that arrives later triggers another cleanup. */
+  cleanedUp: boolean;
   /** Worker delivered its result; activation (if any) is in progress in this thread. */
   finalizing: boolean;
   /** A cancel or shutdown is tearing the worker down: its late messages are ignored. */
@@ -165,8 +164,7 @@ export class JobManager extends EventEmitter {
       view,
       worker: null,
       savingId: null,
-      tmpBefore: new Set(this.tmpDirs()),
-      startedMs: Date.now(),
+      cleanedUp: false,
       finalizing: false,
       stopping: false,
     };
@@ -231,12 +229,17 @@ export class JobManager extends EventEmitter {
       /* already gone */
     }
     this.removeLeftovers(rec);
+    rec.cleanedUp = true;
     rec.view.error = reason;
     this.finish(rec, 'cancelled');
   }
 
   private async onMessage(rec: JobRecord, m: WorkerMessage): Promise<void> {
-    if (m.type === 'saving') rec.savingId = m.versionId; // recorded even while stopping: cleanup needs it
+    if (m.type === 'saving') {
+      rec.savingId = m.versionId; // recorded even while stopping: cleanup needs it
+      // Posted before the worker was stopped but handled after the cleanup: clean up what it names.
+      if (rec.cleanedUp) this.removeLeftovers(rec);
+    }
     if (rec.stopping || isTerminal(rec.view.status)) return;
     const v = rec.view;
     switch (m.type) {
@@ -336,16 +339,15 @@ export class JobManager extends EventEmitter {
   /**
    * Removes what a stopped worker may have left: its temp dir (`.tmp-<id>-*`) and, if it got as far
    * as the rename, the version itself (never the active/canary one — it cannot be, nothing activated it).
-   * Without an announced id, temp dirs that appeared since the job started are removed.
+   * A worker announces the id before it writes anything, so without one there is nothing of its
+   * own to remove; other temp dirs may be another replica's writes in progress and are left alone.
    */
   private removeLeftovers(rec: JobRecord): void {
     const dir = this.store.versionsDir;
     const id = rec.savingId;
-    for (const d of this.tmpDirs()) {
-      const mine = id ? d.startsWith(`.tmp-${id}-`) : !rec.tmpBefore.has(d) && safeMtime(join(dir, d)) >= rec.startedMs - 1000;
-      if (mine) rmSync(join(dir, d), { recursive: true, force: true });
-    }
-    if (id && existsSync(join(dir, id)) && this.models.active?.id !== id && this.models.canary?.id !== id) {
+    if (!id) return;
+    for (const d of this.tmpDirs()) if (d.startsWith(`.tmp-${id}-`)) rmSync(join(dir, d), { recursive: true, force: true });
+    if (existsSync(join(dir, id)) && this.models.active?.id !== id && this.models.canary?.id !== id) {
       this.store.deleteVersion(id);
       this.log.info({ job: rec.view.id, version: id }, 'removed the version written by a stopped job');
     }
@@ -355,14 +357,6 @@ export class JobManager extends EventEmitter {
     const keep = this.opts.keepFinished ?? 100;
     const finished = [...this.jobs.values()].filter((r) => isTerminal(r.view.status));
     for (const r of finished.slice(0, Math.max(0, finished.length - keep))) this.jobs.delete(r.view.id);
-  }
-}
-
-function safeMtime(p: string): number {
-  try {
-    return statSync(p).mtimeMs;
-  } catch {
-    return 0;
   }
 }
 

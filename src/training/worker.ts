@@ -7,6 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { setPriority } from 'node:os';
 import { Pacer } from '../lib/pacer.js';
 import { initBackend, tf, type BackendPreference } from '../inference/backend.js';
@@ -197,7 +198,9 @@ async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promis
     input.promote === 'if-better'
       ? await compareWithActive(result, store, input.activeVersionId, table.columns, input.promoteMargin ?? DEFAULT_PROMOTE_MARGIN)
       : undefined;
-  const versionId = newVersionId(result.dataFingerprint);
+  // Random tail: two replicas retraining on the same data in the same second must not collide
+  // (a failed write's cleanup would then remove the other job's version).
+  const versionId = `${newVersionId(result.dataFingerprint)}-${randomBytes(2).toString('hex')}`;
   post({ type: 'saving', versionId });
   await saveTrainedVersion(store, result, { id: versionId, dataset: input.datasetName ?? basename(input.datasetPath), categorical, pacer });
   result.model.dispose();
