@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp } from './helpers/app.js';
-import { expectError, pathsOf } from './helpers/http.js';
+import { expectError, pathsOf, until } from './helpers/http.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
 import { TestRedis } from './helpers/redis-server.js';
 
@@ -93,6 +93,27 @@ describe('edge inputs', () => {
       expect(pathsOf(body)).toEqual(['body']);
     }
     expect(expectError(await post('{"constructor":{"prototype":{}},"features":{}}'), 400).message).toContain('"__proto__" or "constructor"');
+  });
+
+  it('query numbers are read strictly, and a score condition needs a number', async () => {
+    for (const query of ['minScore=', 'minScore=abc', 'minScore=1.5', 'limit=0x10', 'limit=', 'limit=0']) {
+      const body = expectError(await app.inject({ url: `/v1/segments/high-intent/members?${query}`, headers: SEG }), 400, 'validation_error');
+      expect(pathsOf(body), query).toEqual([query.split('=')[0]]);
+    }
+    const ok = await app.inject({ url: '/v1/segments/high-intent/members?limit=5&minScore=0.25', headers: SEG });
+    expect(ok.statusCode, ok.body).toBe(200);
+    expectError(await app.inject({ method: 'POST', url: '/v1/segments', headers: SEG, payload: { name: 'never', rule: { score: { eq: 'abc' } } } }), 400, 'validation_error');
+  });
+
+  it('an audience CSV without data rows ends as a failed job that says why', async () => {
+    const boundary = 'edge-boundary';
+    const payload = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="empty.csv"\r\nContent-Type: text/csv\r\n\r\nuserId,PageValues\r\n\r\n--${boundary}--\r\n`;
+    const res = await app.inject({ method: 'POST', url: '/v1/segments/score', headers: { ...SEG, 'content-type': `multipart/form-data; boundary=${boundary}` }, payload });
+    expect(res.statusCode, res.body).toBe(202);
+    const id = res.json().jobId as string;
+    const jobs = app.services.scoringJobs;
+    await until(() => ['succeeded', 'failed'].includes(jobs.get(id).status), 'the job to finish');
+    expect(jobs.get(id)).toMatchObject({ status: 'failed', error: expect.stringContaining('no data rows') });
   });
 
   it('reads that need Redis answer 503 while it is down, not 500', async () => {

@@ -79,6 +79,8 @@ describe('rule language: validation', () => {
       { feature: 'Month', like: 'No%' },
       { score: 0.5 },
       { score: { gte: '0.5' } },
+      { score: { eq: 'abc' } }, // the score is a number: a string could never match
+      { score: { in: [0.5, true] } },
       { score: { gte: 0.5 }, feature: 'Month' },
       { all: [{ feature: 'Month', eq: 'Nov' }, { feature: 'Month' }] },
       { not: { any: [{ score: { gte: 0.1, lte: 0.2 } }] } },
@@ -177,20 +179,24 @@ describe('rule language: evaluation', () => {
 const FEATURES = ['a', 'b', 'c'];
 const scalar = fc.oneof(fc.integer({ min: -3, max: 3 }), fc.constantFrom('0', '1', '2', 'x', 'y', ''), fc.boolean());
 const num = fc.double({ min: -4, max: 4, noNaN: true });
-const ops = fc.oneof(
-  scalar.map((v) => ({ eq: v })),
-  scalar.map((v) => ({ ne: v })),
-  num.map((v) => ({ gt: v })),
-  num.map((v) => ({ gte: v })),
-  num.map((v) => ({ lt: v })),
-  num.map((v) => ({ lte: v })),
-  fc.array(scalar, { minLength: 1, maxLength: 4 }).map((v) => ({ in: v })),
-  fc.tuple(num, num).map(([x, y]) => ({ between: [Math.min(x, y), Math.max(x, y)] as [number, number] })),
-);
+/** Operators over `operand` values (feature leaves take any scalar, score leaves numbers only). */
+const opsOver = <T,>(operand: fc.Arbitrary<T>) =>
+  fc.oneof(
+    operand.map((v) => ({ eq: v })),
+    operand.map((v) => ({ ne: v })),
+    num.map((v) => ({ gt: v })),
+    num.map((v) => ({ gte: v })),
+    num.map((v) => ({ lt: v })),
+    num.map((v) => ({ lte: v })),
+    fc.array(operand, { minLength: 1, maxLength: 4 }).map((v) => ({ in: v })),
+    fc.tuple(num, num).map(([x, y]) => ({ between: [Math.min(x, y), Math.max(x, y)] as [number, number] })),
+  );
+const ops = opsOver(scalar);
+const scoreOps = opsOver(fc.oneof(fc.integer({ min: -3, max: 3 }), num));
 const { rule: ruleArb } = fc.letrec<{ rule: Rule; leaf: Rule }>((tie) => ({
   leaf: fc.oneof(
     fc.tuple(fc.constantFrom(...FEATURES), ops).map(([feature, o]) => ({ feature, ...o }) as Rule),
-    ops.map((o) => ({ score: o }) as Rule),
+    scoreOps.map((o) => ({ score: o }) as Rule),
   ),
   rule: fc.oneof(
     { depthSize: 'small', withCrossShrink: true },

@@ -53,3 +53,21 @@ export const Prediction = z
       .describe('Present with ?explain=true'),
   })
   .meta({ id: 'Prediction' });
+
+/**
+ * Numbers in query strings, read strictly: `minScore=` or `limit=0x10` are errors, not 0 and 16
+ * (z.coerce.number would take both).
+ */
+export const queryScore = z
+  .string()
+  .regex(/^(0|1)(\.\d+)?$|^\.\d+$/, 'must be a number from 0 to 1, such as 0.5')
+  .transform(Number)
+  .pipe(z.number().min(0).max(1))
+  .meta({ description: 'a number from 0 to 1' });
+export const queryLimit = (max: number) =>
+  z
+    .string()
+    .regex(/^\d{1,7}$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(max))
+    .meta({ description: `a whole number from 1 to ${max}` });

@@ -30,8 +30,21 @@ const exactlyOneOp = (o: Record<string, unknown>) => Object.values(o).filter((v)
 const FeatureLeaf = Ops.extend({ feature: z.string().min(1) })
   .strict()
   .refine((o) => exactlyOneOp({ ...o, feature: undefined }), 'a feature condition needs exactly one operator (eq ne gt gte lt lte in between)');
+/** The score is a number: string or boolean operands could never match it. */
+const ScoreOps = z
+  .object({
+    eq: z.number().optional(),
+    ne: z.number().optional(),
+    gt: z.number().optional(),
+    gte: z.number().optional(),
+    lt: z.number().optional(),
+    lte: z.number().optional(),
+    in: z.array(z.number()).min(1).max(1000).optional(),
+    between: Ops.shape.between,
+  })
+  .strict();
 const ScoreLeaf = z
-  .object({ score: Ops.refine(exactlyOneOp, 'a score condition needs exactly one operator') })
+  .object({ score: ScoreOps.refine(exactlyOneOp, 'a score condition needs exactly one operator') })
   .strict();
 
 export type Rule =

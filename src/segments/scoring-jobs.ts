@@ -117,6 +117,7 @@ export class ScoringJobs extends EventEmitter {
           }
         }
         if (rows.length) await emitChunk(rows);
+        if (n === 0) throw new Error('the CSV has no data rows (a header row, then one row per user)');
       } finally {
         rmSync(path, { force: true });
       }

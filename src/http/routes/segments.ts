@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { preValidationHookHandler } from 'fastify';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { ErrorBody, errorResponses } from '../schemas.js';
+import { ErrorBody, errorResponses, queryLimit, queryScore } from '../schemas.js';
 import { BandsSchema, RuleSegmentInput } from '../../segments/definitions.js';
 import { RuleSchema, ruleSizeIssue } from '../../segments/rules.js';
 import { computeProfile } from '../../segments/profile.js';
@@ -95,9 +95,9 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
         summary: 'Members by score, descending, with a stable cursor',
         params: SegmentId,
         querystring: z.object({
-          limit: z.coerce.number().int().min(1).max(1000).default(100),
+          limit: queryLimit(1000).optional().meta({ description: 'page size, 1 to 1000 (default 100)' }),
           cursor: z.string().max(1000).optional(),
-          minScore: z.coerce.number().min(0).max(1).optional(),
+          minScore: queryScore.optional(),
         }),
         response: { 200: z.object({ segment: z.string(), members: z.array(z.object({ userId: z.string(), score: z.number() })), nextCursor: z.string().nullable() }), ...withNotFound },
       },
@@ -107,7 +107,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
       await segments.get(id); // 404 for unknown segments
       const { limit, cursor, minScore } = request.query;
       if (cursor && !decodeCursor(cursor)) throw new ValidationError([{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
-      const page = await segments.store.page(id, { limit, cursor, minScore });
+      const page = await segments.store.page(id, { limit: limit ?? 100, cursor, minScore });
       return { segment: id, ...page };
     },
   );
@@ -120,7 +120,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
         tags: ['segments'],
         summary: 'All members, streamed as CSV or NDJSON (score descending)',
         params: SegmentId,
-        querystring: z.object({ format: z.enum(['csv', 'ndjson']).default('csv'), minScore: z.coerce.number().min(0).max(1).optional() }),
+        querystring: z.object({ format: z.enum(['csv', 'ndjson']).default('csv'), minScore: queryScore.optional() }),
         description: 'Responds 200 with text/csv (header userId,score) or application/x-ndjson ({"userId","score"} per line), streamed.',
         response: withNotFound,
       },
