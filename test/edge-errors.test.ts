@@ -95,6 +95,17 @@ describe('edge inputs', () => {
     expect(expectError(await post('{"constructor":{"prototype":{}},"features":{}}'), 400).message).toContain('"__proto__" or "constructor"');
   });
 
+  it('a value that fits no form of a union is reported where it went wrong, not at the union', async () => {
+    const rule = { all: [{ feature: 'Weekend', gt: 'a' }, { score: { gte: 'x' } }] };
+    const body = expectError(await app.inject({ method: 'POST', url: '/v1/segments', headers: SEG, payload: { name: 'x', rule } }), 400, 'validation_error');
+    expect(pathsOf(body)).toEqual(['rule.all[0].gt', 'rule.all[1].score.gte']);
+    const canary = expectError(await app.inject({ method: 'POST', url: `/v1/models/${app.services.models.active!.id}/canary`, headers: ADMIN, payload: { percent: 101, reason: 5 } }), 400);
+    expect(pathsOf(canary)).toEqual(['percent', 'reason']);
+    // A wrong type is reported once, not again by the checks that assume the right type.
+    const wrongType = expectError(await app.inject({ method: 'POST', url: '/v1/predict', headers: PRED, payload: { userId: [], features } }), 400);
+    expect(wrongType.details.filter((d) => d.path === 'userId')).toHaveLength(1);
+  });
+
   it('query numbers are read strictly, and a score condition needs a number', async () => {
     for (const query of ['minScore=', 'minScore=abc', 'minScore=1.5', 'limit=0x10', 'limit=', 'limit=0']) {
       const body = expectError(await app.inject({ url: `/v1/segments/high-intent/members?${query}`, headers: SEG }), 400, 'validation_error');

@@ -6,16 +6,43 @@ import { AppError, type FieldIssue } from '../lib/errors.js';
 export function schemaIssues(error: unknown): FieldIssue[] {
   if (!hasZodFastifySchemaValidationErrors(error)) return [];
   const context = (error as { validationContext?: string }).validationContext ?? 'body';
-  return error.validation.flatMap((v) => {
-    const path = v.instancePath
-      .split('/')
-      .filter(Boolean)
-      .reduce((acc, seg) => (/^\d+$/.test(seg) ? `${acc}[${seg}]` : acc ? `${acc}.${seg}` : seg), '');
-    // Unknown keys get one issue each, at their own path.
-    const keys = v.keyword === 'unrecognized_keys' ? ((v.params as { keys?: string[] }).keys ?? []) : [];
-    if (keys.length) return keys.map((k) => ({ path: path ? `${path}.${k}` : k, message: 'unknown field' }));
-    return [{ path: path || context, message: v.message ?? 'invalid' }];
+  const issues = error.validation.flatMap((v) => {
+    const path = v.instancePath.split('/').filter(Boolean);
+    return issuesAt(path, { code: v.keyword, message: v.message ?? 'invalid', path: [], ...(v.params as object) }, context);
   });
+  // zod also runs a field's checks (length, range) on a value of the wrong type: the type is the news.
+  const wrongType = new Set(issues.filter((i) => i.message.startsWith('Invalid input: expected')).map((i) => i.path));
+  return issues.filter((i) => !wrongType.has(i.path) || i.message.startsWith('Invalid input: expected'));
+}
+
+interface RawIssue {
+  code: string;
+  message: string;
+  path: PropertyKey[];
+  keys?: string[];
+  errors?: RawIssue[][];
+}
+
+/**
+ * One zod issue as field issues. Unknown keys get one issue each, at their own path. A value that
+ * matches no option of a union is reported by the option it came closest to (fewest problems, then
+ * the deepest one), so `rule.all[0].gt: expected number` rather than `rule: Invalid input`.
+ */
+function issuesAt(base: PropertyKey[], issue: RawIssue, context: string): FieldIssue[] {
+  const at = [...base, ...issue.path];
+  if (issue.code === 'unrecognized_keys' && issue.keys?.length) return issue.keys.map((k) => ({ path: formatPath([...at, k], context), message: 'unknown field' }));
+  if (issue.code === 'invalid_union' && issue.errors?.length) {
+    const branches = issue.errors.map((branch) => branch.flatMap((i) => issuesAt(at, i, context)));
+    const depth = (b: FieldIssue[]) => Math.max(...b.map((i) => i.path.length));
+    const best = branches.reduce((a, b) => (b.length < a.length || (b.length === a.length && depth(b) > depth(a)) ? b : a));
+    if (best.length) return best;
+  }
+  return [{ path: formatPath(at, context), message: issue.message }];
+}
+
+function formatPath(path: PropertyKey[], context: string): string {
+  const out = path.map(String).reduce((acc, seg) => (/^\d+$/.test(seg) ? `${acc}[${seg}]` : acc ? `${acc}.${seg}` : seg), '');
+  return out || context;
 }
 
 /** Clearer words for Fastify's body-parsing errors (the parser keeps no detail of its own). */
