@@ -92,5 +92,14 @@ export function decodeCursor(cursor: string): Member | null {
 
 /** Ordering of member lists: score descending, then userId descending (as Redis REV orders ties). */
 export function comesAfter(m: Member, cursor: Member): boolean {
-  return m.score < cursor.score || (m.score === cursor.score && m.userId < cursor.userId);
+  return m.score < cursor.score || (m.score === cursor.score && compareIds(m.userId, cursor.userId) < 0);
+}
+
+/**
+ * userIds in Redis's order: by UTF-8 bytes. JavaScript's `<` compares UTF-16 units, which orders
+ * some non-ASCII ids differently, and a cursor between tied scores would then skip or repeat them.
+ */
+export function compareIds(a: string, b: string): number {
+  if (a === b) return 0;
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }

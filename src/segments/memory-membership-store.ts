@@ -1,6 +1,7 @@
 import { isPersonaSegment, type Bands, type RuleSegment } from './definitions.js';
 import {
   comesAfter,
+  compareIds,
   decodeCursor,
   encodeCursor,
   type ErasureReport,
@@ -177,7 +178,7 @@ export class MemoryMembershipStore implements MembershipStore {
     let s = this.sorted.get(id);
     if (!s) {
       s = [...(this.segments.get(id) ?? new Map<string, number>())].map(([userId, score]) => ({ userId, score }));
-      s.sort((a, b) => b.score - a.score || (a.userId < b.userId ? 1 : a.userId > b.userId ? -1 : 0));
+      s.sort((a, b) => b.score - a.score || compareIds(b.userId, a.userId));
       this.sorted.set(id, s);
     }
     return s;
