@@ -127,6 +127,28 @@ describe('edge inputs', () => {
     expect(jobs.get(id)).toMatchObject({ status: 'failed', error: expect.stringContaining('no data rows') });
   });
 
+  it('audience CSV cells are judged like request values: unparseable numbers and booleans make the row invalid', async () => {
+    const header = Object.keys(features);
+    const row = (over: Record<string, string>) => header.map((k) => over[k] ?? String(features[k as keyof typeof features])).join(',');
+    const csvText = [
+      `userId,${header.join(',')}`,
+      `good-1,${row({})}`,
+      `bad-number,${row({ PageValues: 'abc' })}`,
+      `bad-boolean,${row({ Weekend: 'maybe' })}`,
+      `bad-infinity,${row({ ExitRates: 'Infinity' })}`,
+    ].join('\n');
+    const boundary = 'edge-boundary-2';
+    const payload = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="aud.csv"\r\nContent-Type: text/csv\r\n\r\n${csvText}\r\n--${boundary}--\r\n`;
+    const res = await app.inject({ method: 'POST', url: '/v1/segments/score', headers: { ...SEG, 'content-type': `multipart/form-data; boundary=${boundary}` }, payload });
+    expect(res.statusCode, res.body).toBe(202);
+    const id = res.json().jobId as string;
+    const jobs = app.services.scoringJobs;
+    await until(() => ['succeeded', 'failed'].includes(jobs.get(id).status), 'the job to finish');
+    const job = jobs.get(id);
+    expect(job).toMatchObject({ status: 'succeeded', scored: 1, invalid: 3 });
+    expect(job.errors.map((e) => e.path).sort()).toEqual(['features.ExitRates', 'features.PageValues', 'features.Weekend']);
+  });
+
   it('reads that need Redis answer 503 while it is down, not 500', async () => {
     await redis.stop();
     try {

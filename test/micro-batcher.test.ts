@@ -19,6 +19,18 @@ function summingBatcher(width: number, maxBatch: number) {
 }
 
 describe('MicroBatcher', () => {
+  it('answers the batch even when its observer throws', async () => {
+    const batcher = new MicroBatcher(2, (data, rows) => Float32Array.from({ length: rows }, (_, r) => data[r * 2] + data[r * 2 + 1]), {
+      maxBatch: 8,
+      maxWaitMs: 0,
+      onBatch: () => {
+        throw new Error('metrics broke');
+      },
+    });
+    await expect(Promise.all([batcher.score(Float32Array.of(1, 2)), batcher.score(Float32Array.of(3, 4))])).resolves.toEqual([3, 7]);
+    await expect(batcher.score(Float32Array.of(5, 5))).resolves.toBe(10);
+  });
+
   it('copies a row when it is queued, so the caller may reuse its buffer at once', async () => {
     const { batcher, calls } = summingBatcher(3, 16);
     const buffer = new Float32Array(3);

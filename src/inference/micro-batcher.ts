@@ -60,7 +60,12 @@ export class MicroBatcher {
     }
     this.batches++;
     this.rowsScored += rows;
-    this.opts.onBatch?.(rows);
+    // Answers first: a failing observer (metrics) must not leave requests waiting.
     for (let i = 0; i < rows; i++) resolvers[i](out[i]);
+    try {
+      this.opts.onBatch?.(rows);
+    } catch {
+      /* an observer's failure is not the batch's */
+    }
   }
 }

@@ -2,7 +2,7 @@ import type { FeatureDef, FeatureSpec, FeatureValue, FeatureValues } from './fea
 
 import type { FieldIssue } from '../lib/errors.js';
 
-const FLOAT32_MAX = 3.4028234663852886e38;
+export const FLOAT32_MAX = 3.4028234663852886e38;
 const TRUE_STRINGS = new Set(['true', 'TRUE', 'True']);
 const FALSE_STRINGS = new Set(['false', 'FALSE', 'False']);
 
@@ -101,6 +101,19 @@ export function parseCsvRow(spec: FeatureSpec, row: Record<string, string>): Fea
   return values;
 }
 
+/**
+ * A CSV cell as a request value, for scoring uploaded rows: blank is null, a numeric feature's
+ * cell becomes a number only if it is one, anything else stays text. coerceFeatures then judges
+ * it like a JSON request, so "abc" for a number or "maybe" for a boolean is an invalid row rather
+ * than a silent null or false (which parseCell, lenient for training data, would make of them).
+ */
+export function csvCellValue(type: FeatureDef['type'], cell: string | undefined): string | number | null {
+  const s = cell?.trim() ?? '';
+  if (s === '') return null;
+  if (type === 'numeric' && /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) return Number(s);
+  return s;
+}
+
 export function parseCell(type: FeatureDef['type'], cell: string | undefined): FeatureValue {
   const s = cell?.trim() ?? '';
   if (s === '') return null;
@@ -109,5 +122,6 @@ export function parseCell(type: FeatureDef['type'], cell: string | undefined): F
     return Number.isFinite(n) ? n : null;
   }
   if (type === 'boolean') return /^(true|yes|1)$/i.test(s);
-  return s;
+  // Integer codes exported as floats (pandas writes 1 as "1.0") are the category a request's 1 names.
+  return /^-?\d+\.0+$/.test(s) ? s.slice(0, s.indexOf('.')) : s;
 }

@@ -1,4 +1,4 @@
-import { parseCell } from './coerce.js';
+import { FLOAT32_MAX, parseCell } from './coerce.js';
 import { numericPreStandardize } from './transform.js';
 import type { FeatureDef, FeatureSpec, FeatureValues } from './feature-spec.js';
 
@@ -34,6 +34,9 @@ export function fitFeatureSpec(
 }
 
 function fitNumeric(name: string, values: number[], nullable: boolean, skewLimit: number): FeatureDef {
+  // Serving refuses such values (they encode to Infinity in float32), and their squares overflow the stats.
+  const huge = values.find((v) => Math.abs(v) > FLOAT32_MAX);
+  if (huge !== undefined) throw new Error(`numeric column "${name}" has a value beyond ±3.4e38 (${huge}); the model works in 32-bit floats`);
   const sorted = Float64Array.from(values).sort();
   const q = (p: number) => quantile(sorted, p);
   const clip = { min: q(0), max: q(0.999) };
@@ -50,7 +53,7 @@ function fitNumeric(name: string, values: number[], nullable: boolean, skewLimit
 function fitCategorical(name: string, values: string[], nullable: boolean, minCount: number): FeatureDef {
   const counts = new Map<string, number>();
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-  const ranked = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  const ranked = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0], 'en'));
   const kept = ranked.filter(([, n]) => n >= minCount);
   const vocab = kept.length ? kept : ranked.slice(0, 1);
   const total = Math.max(1, values.length);

@@ -6,7 +6,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Scorer } from '../inference/scorer.js';
 import type { ModelManager } from '../registry/model-manager.js';
 import type { SegmentService } from './segment-service.js';
-import { coerceFeatures, parseCell } from '../preprocessing/coerce.js';
+import { coerceFeatures, csvCellValue } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { detectDelimiter } from '../dataset/read-csv.js';
 import { notFound, unavailable } from '../lib/errors.js';
@@ -109,7 +109,7 @@ export class ScoringJobs extends EventEmitter {
             pushError(job, { row: n, path: userIdColumn, message: 'missing userId' });
             continue;
           }
-          const features = Object.fromEntries(spec.features.filter((f) => f.name in rec).map((f) => [f.name, parseCell(f.type, rec[f.name])]));
+          const features = Object.fromEntries(spec.features.filter((f) => f.name in rec).map((f) => [f.name, csvCellValue(f.type, rec[f.name])]));
           rows.push({ userId, features, row: n });
           if (rows.length >= CHUNK) {
             await emitChunk(rows);

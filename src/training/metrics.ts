@@ -54,16 +54,30 @@ export function f1At(y: ArrayLike<number>, p: ArrayLike<number>, threshold: numb
   return tp === 0 ? 0 : (2 * tp) / (2 * tp + fp + fn);
 }
 
-/** Threshold with the best F1 among the distinct predicted values (validation split). */
+/**
+ * Threshold with the best F1 among the distinct predicted values (validation split), labelling
+ * `p >= threshold` positive; ties go to the highest such threshold. One sort and a sweep from the
+ * top, so every distinct value is tried, however close together (no rounding grid to fall
+ * between, or below).
+ */
 export function bestF1Threshold(y: ArrayLike<number>, p: ArrayLike<number>): number {
-  const candidates = [...new Set(Array.from(p).map((v) => Math.round(v * 1000) / 1000))].sort((a, b) => a - b);
+  const order = Array.from(p, (_, i) => i).sort((a, b) => p[b] - p[a]);
+  let positives = 0;
+  for (let i = 0; i < y.length; i++) if (y[i] === 1) positives++;
   let best = 0.5;
   let bestF1 = -1;
-  for (const t of candidates) {
-    const f = f1At(y, p, t);
+  let tp = 0;
+  let fp = 0;
+  for (let k = 0; k < order.length; k++) {
+    const i = order[k];
+    if (y[i] === 1) tp++;
+    else fp++;
+    // Evaluate once all rows with this value are on the positive side.
+    if (k + 1 < order.length && p[order[k + 1]] === p[i]) continue;
+    const f = tp === 0 ? 0 : (2 * tp) / (tp + fp + positives);
     if (f > bestF1) {
       bestF1 = f;
-      best = t;
+      best = p[i];
     }
   }
   return best;
@@ -112,7 +126,7 @@ function calibrationBins(y: ArrayLike<number>, p: ArrayLike<number>, bins: numbe
     sumY[b] += y[i];
   }
   return count.map((n, b) => ({
-    bin: `${(b / bins).toFixed(1)}-${((b + 1) / bins).toFixed(1)}`,
+    bin: `${binEdge(b / bins)}-${binEdge((b + 1) / bins)}`,
     count: n,
     meanPredicted: n ? sumP[b] / n : 0,
     observedRate: n ? sumY[b] / n : 0,
@@ -128,4 +142,10 @@ function rocPoints(y: ArrayLike<number>, p: ArrayLike<number>) {
     pts.push({ threshold: t, tpr: c.tp / Math.max(1, c.tp + c.fn), fpr: c.fp / Math.max(1, c.fp + c.tn) });
   }
   return pts;
+}
+
+/** A bin edge with as few decimals (at least one) as it needs: 0.0, 0.1, 0.05, 0.125. */
+function binEdge(x: number): string {
+  for (let d = 1; d < 6; d++) if (Math.abs(Number(x.toFixed(d)) - x) < 1e-9) return x.toFixed(d);
+  return x.toFixed(6);
 }

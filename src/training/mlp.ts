@@ -132,7 +132,8 @@ export async function trainMlp(
       break;
     }
   }
-  model.setWeights(best.weights);
+  // No epoch improved on the start (validation AUC undefined or never above 0): keep the last weights.
+  if (best.weights.length) model.setWeights(best.weights);
   best.weights.forEach((w) => w.dispose());
   return { model, history, bestEpoch: best.epoch };
 }

@@ -1,0 +1,67 @@
+import { describe, expect, it, beforeAll } from 'vitest';
+import { initBackend } from '../src/inference/backend.js';
+import { detectDelimiter, parseCsvText } from '../src/dataset/read-csv.js';
+import { trainFromTable } from '../src/training/train.js';
+import { stratifiedSplit } from '../src/training/split.js';
+import { Encoder } from '../src/preprocessing/transform.js';
+import { coerceFeatures } from '../src/preprocessing/coerce.js';
+
+/** A small synthetic table: y depends on x; `code` is an integer code written as a float. */
+function csv(rows: number, positives: number, opts: { codeAsFloat?: boolean; big?: number } = {}): string {
+  const lines = ['x,code,y'];
+  for (let i = 0; i < rows; i++) {
+    const y = i < positives ? 'TRUE' : 'FALSE';
+    const x = opts.big !== undefined && i === 0 ? opts.big : (i < positives ? 5 : 0) + ((i * 37) % 11) / 10;
+    const code = (i % 3) + 1;
+    lines.push(`${x},${opts.codeAsFloat ? `${code}.0` : code},${y}`);
+  }
+  return lines.join('\n');
+}
+
+describe('CSV reading', () => {
+  it('counts separators outside quotes only when choosing the delimiter', () => {
+    expect(detectDelimiter('"Name, first";"Name, last";"y"\n1;2;3')).toBe(';');
+    expect(detectDelimiter('"a;b;c;d",e,y\n1,2,3')).toBe(',');
+    expect(detectDelimiter('a;b,c;d\n')).toBe(';');
+    const t = parseCsvText('"Name, first";"Name, last";"y"\n"A, B";"C";TRUE\n');
+    expect(t.columns).toEqual(['Name, first', 'Name, last', 'y']);
+    expect(t.rows[0]['Name, first']).toBe('A, B');
+  });
+
+  it('refuses a header that repeats a column name', () => {
+    expect(() => parseCsvText('a,a,y\n1,2,TRUE\n')).toThrow(/repeats column name\(s\) "a"/);
+  });
+});
+
+describe('training on awkward data', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+  const train = (text: string, categorical: string[] = []) =>
+    trainFromTable(parseCsvText(text), { label: 'y', positive: 'TRUE', categorical, seed: 3, hyperparameters: { epochs: 3, patience: 2 } });
+
+  it('every split gets both classes when a class is rare; fewer than 3 rows of a class is a clear error', async () => {
+    const split = stratifiedSplit(Uint8Array.from({ length: 200 }, (_, i) => (i < 3 ? 1 : 0)), { validation: 0.15, test: 0.15 }, 1);
+    for (const k of ['train', 'validation', 'test'] as const) expect(split[k].filter((i) => i < 3)).toHaveLength(1);
+    const result = await train(csv(200, 3));
+    expect(result.metrics.validation.positives).toBe(1);
+    expect(Number.isFinite(result.metrics.test.auc)).toBe(true);
+    result.model.dispose();
+    await expect(train(csv(200, 2))).rejects.toThrow(/only 2 positive row\(s\): training needs at least 3 of each class/);
+  });
+
+  it('refuses numeric values a 32-bit model cannot hold, naming the column', async () => {
+    await expect(train(csv(100, 30, { big: 1e308 }))).rejects.toThrow(/numeric column "x" has a value beyond ±3.4e38/);
+  });
+
+  it('integer codes exported as floats ("1.0") are the categories a request names with 1', async () => {
+    const result = await train(csv(120, 40, { codeAsFloat: true }), ['code']);
+    const code = result.spec.features.find((f) => f.name === 'code')!;
+    expect(code.type === 'categorical' && [...code.vocabulary].sort()).toEqual(['1', '2', '3']);
+    const { values, issues } = coerceFeatures(result.spec, { x: 1, code: 2 });
+    expect(issues).toEqual([]);
+    const out = new Float32Array(new Encoder(result.spec).width);
+    expect(new Encoder(result.spec).encodeInto(values, out, 0)).toBeUndefined(); // no out-of-vocabulary feature
+    result.model.dispose();
+  });
+});
