@@ -5,6 +5,7 @@ import { trainFromTable } from '../src/training/train.js';
 import { stratifiedSplit } from '../src/training/split.js';
 import { Encoder } from '../src/preprocessing/transform.js';
 import { coerceFeatures } from '../src/preprocessing/coerce.js';
+import { labelMatcher } from '../src/dataset/infer-types.js';
 
 /** A small synthetic table: y depends on x; `code` is an integer code written as a float. */
 function csv(rows: number, positives: number, opts: { codeAsFloat?: boolean; big?: number } = {}): string {
@@ -30,6 +31,16 @@ describe('CSV reading', () => {
 
   it('refuses a header that repeats a column name', () => {
     expect(() => parseCsvText('a,a,y\n1,2,TRUE\n')).toThrow(/repeats column name\(s\) "a"/);
+  });
+});
+
+describe('labels', () => {
+  it('a numeric positive value matches labels written as floats, and nothing else', () => {
+    const one = labelMatcher('1');
+    expect(['1', '1.0', ' 1.00 ', '1e0'].map(one)).toEqual([true, true, true, true]);
+    expect(['0', '0.0', '10', 'no', ''].map(one)).toEqual([false, false, false, false, null]);
+    const word = labelMatcher('TRUE');
+    expect(['true', 'yes', '1.0', 'no'].map(word)).toEqual([true, true, false, false]);
   });
 });
 

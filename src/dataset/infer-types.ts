@@ -21,11 +21,16 @@ const POSITIVE_WORDS = new Set(['true', 'yes', 'y', '1', 'positive']);
 export function labelMatcher(positive: string): (cell: string) => boolean | null {
   const p = positive.trim().toLowerCase();
   const pIsWord = POSITIVE_WORDS.has(p);
+  // A numeric positive matches by value: labels exported as floats ("1.0") still say 1.
+  const pNumber = NUMBER.test(p) ? Number(p) : NaN;
   return (cell) => {
     const c = cell.trim().toLowerCase();
     if (c === '') return null;
     if (c === p) return true;
     if (pIsWord && POSITIVE_WORDS.has(c)) return true;
+    if (!Number.isNaN(pNumber) && NUMBER.test(c) && Number(c) === pNumber) return true;
     return false;
   };
 }
+
+const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
