@@ -54,6 +54,10 @@ describe('training on awkward data', () => {
   it('every split gets both classes when a class is rare; fewer than 3 rows of a class is a clear error', async () => {
     const split = stratifiedSplit(Uint8Array.from({ length: 200 }, (_, i) => (i < 3 ? 1 : 0)), { validation: 0.15, test: 0.15 }, 1);
     for (const k of ['train', 'validation', 'test'] as const) expect(split[k].filter((i) => i < 3)).toHaveLength(1);
+    // A split not asked for stays empty (the hold-out evaluation trains on everything but its test rows).
+    const noValidation = stratifiedSplit(Uint8Array.from({ length: 100 }, (_, i) => (i < 10 ? 1 : 0)), { validation: 0, test: 0.2 }, 1);
+    expect(noValidation.validation).toEqual([]);
+    expect(noValidation.train).toHaveLength(80);
     const result = await train(csv(200, 3));
     expect(result.metrics.validation.positives).toBe(1);
     expect(Number.isFinite(result.metrics.test.auc)).toBe(true);

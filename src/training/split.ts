@@ -6,26 +6,25 @@ export interface SplitIndices {
   test: number[];
 }
 
-/** Rows of each class needed so that train, validation and test each get at least one. */
-export const MIN_ROWS_PER_CLASS = 3;
-
 /**
- * Stratified split by label, reproducible from the seed. Every split gets at least one row of each
- * class (validation AUC, early stopping and the threshold need both); fewer than
- * MIN_ROWS_PER_CLASS rows of a class is an error that says so.
+ * Stratified split by label, reproducible from the seed. Every split asked for (a fraction above 0)
+ * gets at least one row of each class: validation AUC, early stopping and the threshold need both.
+ * A class too small for that is an error that says so.
  */
 export function stratifiedSplit(labels: ArrayLike<number>, fractions: { validation: number; test: number }, seed: number): SplitIndices {
   const rng = createRng(seed);
   const out: SplitIndices = { train: [], validation: [], test: [] };
+  const atLeast = (fraction: number, n: number) => (fraction > 0 ? Math.max(1, Math.round(n * fraction)) : 0);
+  const needed = 1 + (fractions.validation > 0 ? 1 : 0) + (fractions.test > 0 ? 1 : 0);
   for (const cls of [0, 1]) {
     const idx = [];
     for (let i = 0; i < labels.length; i++) if (labels[i] === cls) idx.push(i);
-    if (idx.length < MIN_ROWS_PER_CLASS) {
-      throw new Error(`only ${idx.length} ${cls ? 'positive' : 'negative'} row(s): training needs at least ${MIN_ROWS_PER_CLASS} of each class (one each for train, validation and test)`);
+    if (idx.length < needed) {
+      throw new Error(`only ${idx.length} ${cls ? 'positive' : 'negative'} row(s): training needs at least ${needed} of each class (one for each split)`);
     }
     shuffleInPlace(idx, rng);
-    const nTest = Math.max(1, Math.round(idx.length * fractions.test));
-    const nVal = Math.max(1, Math.round(idx.length * fractions.validation));
+    const nTest = atLeast(fractions.test, idx.length);
+    const nVal = atLeast(fractions.validation, idx.length);
     out.test.push(...idx.slice(0, nTest));
     out.validation.push(...idx.slice(nTest, nTest + nVal));
     out.train.push(...idx.slice(nTest + nVal));
