@@ -23,21 +23,30 @@ const post = (app: FastifyInstance, url: string, payload: Record<string, unknown
 const state = async (app: FastifyInstance) => (await app.services.lifecycle.state()) as StateBody;
 
 /**
- * Holds the loading of `version` in this replica until the returned release() is called: the
+ * Holds the loading of `version` in this replica until the returned release() is called (`reached`
+ * resolves once a change is held there): the
  * slow part of a lifecycle change (loading and warming a model) made as slow as a test needs,
  * so another change can land meanwhile. The real load still runs; only its start waits.
  */
-function holdLoading(models: ModelManager, version: string, when: 'before' | 'after' = 'before'): { release: () => void; restore: () => void } {
+function holdLoading(models: ModelManager, version: string, when: 'before' | 'after' = 'before'): { reached: Promise<void>; release: () => void; restore: () => void } {
   const original = models.prepare.bind(models);
   let release!: () => void;
+  let arrive!: () => void;
   const gate = new Promise<void>((r) => (release = r));
+  const reached = new Promise<void>((r) => (arrive = r));
   models.prepare = async (id: string) => {
-    if (id === version && when === 'before') await gate;
+    if (id === version && when === 'before') {
+      arrive();
+      await gate;
+    }
     const loaded = await original(id);
-    if (id === version && when === 'after') await gate;
+    if (id === version && when === 'after') {
+      arrive();
+      await gate;
+    }
     return loaded;
   };
-  return { release, restore: () => (models.prepare = original) };
+  return { reached, release, restore: () => (models.prepare = original) };
 }
 
 function makeStore(): string {
@@ -69,8 +78,9 @@ describe('lifecycle changes that overlap (one replica, no Redis)', () => {
     const held = holdLoading(app.services.models, B);
     restore = held.restore;
     const canary = post(app, `/v1/models/${B}/canary`, { percent: 10 });
+    await held.reached;
     const activation = post(app, `/v1/models/${C}/activate`);
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 50)); // time for the activation to finish, were it not queued
     held.release();
     const [canaryRes, activationRes] = await Promise.all([canary, activation]);
     expect(canaryRes.statusCode, canaryRes.body).toBe(200);
@@ -104,9 +114,9 @@ describe('deleting a version while it is being activated', () => {
     const held = holdLoading(app.services.models, B);
     try {
       const activation = post(app, `/v1/models/${B}/activate`);
-      await new Promise((r) => setTimeout(r, 50));
+      await held.reached;
       const del = app.inject({ method: 'DELETE', url: `/v1/models/${B}`, headers: ADMIN });
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 50)); // time for the delete to run, were it not queued (either way it must not succeed)
       held.release();
       expect((await activation).statusCode).toBe(200);
       const res = await del;
@@ -123,7 +133,7 @@ describe('deleting a version while it is being activated', () => {
     const held = holdLoading(app.services.models, C, 'after');
     try {
       const activation = post(app, `/v1/models/${C}/activate`);
-      await new Promise((r) => setTimeout(r, 100));
+      await held.reached;
       app.services.store.deleteVersion(C); // as another replica sharing the store volume would
       held.release();
       const res = await activation;
@@ -165,7 +175,7 @@ describe('lifecycle changes on two replicas at once (shared Redis)', () => {
     restore = held.restore;
     // Replica one reads the state (active A) and starts loading B for a canary ...
     const canary = post(one, `/v1/models/${B}/canary`, { percent: 10 });
-    await new Promise((r) => setTimeout(r, 50));
+    await held.reached;
     // ... while replica two activates C and finishes.
     const activation = await post(two, `/v1/models/${C}/activate`);
     expect(activation.statusCode, activation.body).toBe(200);
@@ -187,7 +197,7 @@ describe('lifecycle changes on two replicas at once (shared Redis)', () => {
     const held = holdLoading(one.services.models, A);
     restore = held.restore;
     const rollback = post(one, '/v1/models/rollback');
-    await new Promise((r) => setTimeout(r, 50));
+    await held.reached;
     const promote = await post(two, '/v1/models/canary/promote'); // active becomes B meanwhile
     expect(promote.statusCode, promote.body).toBe(200);
     held.release();

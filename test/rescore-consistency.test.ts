@@ -106,6 +106,7 @@ describe.each([
     });
     await finished(app.services.scoringJobs.rescoreAll().id);
     expect(live).toBeDefined();
+    expect(app.services.segments.dropped).toBe(0); // the job's writes were made, not lost
 
     expect(await user('erased-1')).toBeNull();
     if (client) expect(await client.exists('pi:user:erased-1')).toBe(0);
@@ -113,6 +114,27 @@ describe.each([
     const low = (await app.inject({ url: '/v1/segments/low-intent/members?limit=1000', headers: SEG })).json().members as { userId: string }[];
     expect([...members, ...low].map((m) => m.userId)).not.toContain('erased-1');
     expect((await user('live-1'))!.probability).toBe(live!.probability);
+  });
+
+  it("the job rewrites each stored user with the active model's score, and their record still expires a TTL after they were last seen", async () => {
+    const answer = await predict('rewritten-1', rows[4]);
+    await app.services.segments.flush();
+    const membership = app.services.segments.store;
+    const stored = (await membership.user('rewritten-1'))!;
+    const dayAgo = Date.now() - 86_400_000;
+    await membership.record([{ ...stored, probability: 0.0123, at: dayAgo }], []); // as if scored a day ago, by something else
+    expect((await user('rewritten-1'))!.probability).toBe(0.0123);
+
+    await finished(app.services.scoringJobs.rescoreAll().id);
+    expect(app.services.segments.dropped).toBe(0);
+    const after = (await user('rewritten-1'))!;
+    expect(after.probability).toBe(answer.probability);
+    expect(after.scoredAt).toBe(new Date(dayAgo).toISOString());
+    if (client) {
+      const ttlDays = (await client.pttl('pi:user:rewritten-1')) / 86_400_000;
+      expect(ttlDays).toBeGreaterThan(28.9); // MEMBERSHIP_TTL_DAYS (30) after the day-old last visit,
+      expect(ttlDays).toBeLessThan(29.01); // not 30 days from the re-score
+    }
   });
 
   it('re-scoring keeps when each user was last seen and the cache key erasure needs', async () => {

@@ -53,12 +53,11 @@ describe('segment memberships while Redis hangs', () => {
       expect(app.services.segments.waiting).toBeLessThanOrEqual(50_000);
     }
     // At least the sixth batch went past the bound (earlier ones may also have timed out by now).
-    const dropped = app.services.segments.dropped;
-    expect(dropped).toBeGreaterThanOrEqual(10_000);
-    expect(await metric('intent_membership_records_dropped')).toBe(dropped);
+    expect(app.services.segments.dropped).toBeGreaterThanOrEqual(10_000);
     // The waiting batches end too: their commands time out instead of hanging.
     await app.services.segments.flush();
     expect(app.services.segments.dropped).toBe(60_000);
+    expect(await metric('intent_membership_records_dropped')).toBe(60_000);
 
     // Resumed, Redis first works through the commands it was sent while frozen (reads meanwhile
     // answer 503 when they time out); then a new score is recorded again.

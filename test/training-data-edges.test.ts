@@ -4,7 +4,7 @@ import { detectDelimiter, parseCsvText } from '../src/dataset/read-csv.js';
 import { trainFromTable } from '../src/training/train.js';
 import { stratifiedSplit } from '../src/training/split.js';
 import { Encoder } from '../src/preprocessing/transform.js';
-import { coerceFeatures } from '../src/preprocessing/coerce.js';
+import { coerceFeatures, csvCellValue, parseCell } from '../src/preprocessing/coerce.js';
 import { labelMatcher } from '../src/dataset/infer-types.js';
 
 /** A small synthetic table: y depends on x; `code` is an integer code written as a float. */
@@ -77,6 +77,9 @@ describe('training on awkward data', () => {
     expect(issues).toEqual([]);
     const out = new Float32Array(new Encoder(result.spec).width);
     expect(new Encoder(result.spec).encodeInto(values, out, 0)).toBeUndefined(); // no out-of-vocabulary feature
+    // Audience uploads read such cells the same way as training did.
+    for (const cell of ['1.0', ' 2.00 ', '3']) expect(csvCellValue('categorical', cell)).toBe(parseCell('categorical', cell));
+    expect(csvCellValue('categorical', '02')).toBe('02'); // a leading zero is part of a code, not a float
     result.model.dispose();
   });
 });

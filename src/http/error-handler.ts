@@ -68,7 +68,14 @@ function isMalformedMultipart(error: Error): boolean {
 export const frameworkErrors = (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
   const status = error.statusCode ?? 400;
   const code = status === 414 ? 'uri_too_long' : status >= 500 ? 'internal_error' : 'bad_request';
-  const message = error.code === 'FST_ERR_BAD_URL' ? 'malformed URL (bad percent-encoding)' : status >= 500 ? 'internal error' : error.message;
+  const message =
+    error.code === 'FST_ERR_BAD_URL'
+      ? 'malformed URL (bad percent-encoding)'
+      : status === 414
+        ? 'a path parameter is too long (at most 4,096 bytes)'
+        : status >= 500
+          ? 'internal error'
+          : error.message;
   void reply.code(status).send({ error: code, message, details: [] });
 };
 

@@ -111,7 +111,12 @@ export function csvCellValue(type: FeatureDef['type'], cell: string | undefined)
   const s = cell?.trim() ?? '';
   if (s === '') return null;
   if (type === 'numeric' && /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) return Number(s);
-  return s;
+  return type === 'categorical' ? csvCategory(s) : s;
+}
+
+/** Integer codes exported as floats (pandas writes 1 as "1.0") are the category a request's 1 names. */
+function csvCategory(s: string): string {
+  return /^-?\d+\.0+$/.test(s) ? s.slice(0, s.indexOf('.')) : s;
 }
 
 export function parseCell(type: FeatureDef['type'], cell: string | undefined): FeatureValue {
@@ -122,6 +127,5 @@ export function parseCell(type: FeatureDef['type'], cell: string | undefined): F
     return Number.isFinite(n) ? n : null;
   }
   if (type === 'boolean') return /^(true|yes|1)$/i.test(s);
-  // Integer codes exported as floats (pandas writes 1 as "1.0") are the category a request's 1 names.
-  return /^-?\d+\.0+$/.test(s) ? s.slice(0, s.indexOf('.')) : s;
+  return csvCategory(s);
 }

@@ -46,7 +46,8 @@ return { table.concat(out), lastm, lasts, n }
  * A re-scored record, written only if the user is still in pi:seen with the expected last-seen
  * time. KEYS: user hash, pi:seen, pi:seg-updated, then one sorted set per segment id. ARGV: userId,
  * expected seen-at, TTL, probability, now, the number of hash fields n, n field/value pairs, then
- * '1'/'0' per segment (member or not). The user's cache key (ck) survives the rewrite.
+ * '1'/'0' per segment (member or not). The user's cache key (ck) survives the rewrite, and the hash
+ * still expires TTL after the user was last seen, not after the re-score.
  */
 const RESCORE = `
 local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -58,7 +59,7 @@ local fields = {}
 for i = 1, n * 2 do fields[i] = ARGV[6 + i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if ck then redis.call('HSET', KEYS[1], 'ck', ck) end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]) * 1000)
 local first = 6 + n * 2
 for i = 4, #KEYS do
   if ARGV[first + i - 3] == '1' then
@@ -91,7 +92,11 @@ export class RedisMembershipStore implements MembershipStore {
   constructor(
     private readonly redis: Redis,
     private readonly ttlSeconds: number,
-  ) {}
+  ) {
+    // Defined before any pipeline exists: ioredis copies script commands onto a pipeline when it
+    // is created, so one defined later is missing from it.
+    if (typeof (redis as unknown as Record<string, unknown>).piRescore !== 'function') redis.defineCommand('piRescore', { lua: RESCORE });
+  }
 
   async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
     if (batch.length === 0) return;
@@ -149,9 +154,8 @@ export class RedisMembershipStore implements MembershipStore {
    * CSV/NDJSON block (scores in Redis's exact text form) plus the keyset cursor, so Node holds one
    * Buffer per page instead of thousands of member objects — memory stays flat for any size.
    */
-  /** The conditional re-score write (RESCORE), registered once per client; usable in pipelines. */
+  /** The pipeline's conditional re-score write (RESCORE, defined in the constructor). */
   private rescoreCommand(p: ReturnType<Redis['pipeline']>): { piRescore(...args: (string | number)[]): unknown } {
-    if (typeof (this.redis as unknown as Record<string, unknown>).piRescore !== 'function') this.redis.defineCommand('piRescore', { lua: RESCORE });
     return p as unknown as { piRescore(...args: (string | number)[]): unknown };
   }
 
