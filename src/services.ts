@@ -94,7 +94,8 @@ export async function createServices(config: Config, backend: string, log: Fasti
         if (config.FEATURE_RETENTION === 'off') return;
         const job = scoringJobs.rescoreAll();
         log.info({ job: job.id, version, action }, 're-scoring users with kept features');
-      });
+      })
+      .catch((err) => log.warn({ err: (err as Error).message }, 'no re-scoring job started'));
   });
   const jobs = new JobManager(store, lifecycle, models, log, { backend: config.TF_BACKEND, cpuShare: config.TRAINING_CPU_SHARE });
   return {

@@ -52,5 +52,6 @@ describe('scoring jobs: bookkeeping and shutdown', () => {
     const view = jobs.get(id);
     expect(view.status).toBe('cancelled');
     expect(view.rowsDone).toBeLessThan(5000);
+    expect(() => jobs.rescoreAll()).toThrow(/shutting down/); // nothing starts on closed stores
   });
 });

@@ -51,6 +51,8 @@ interface JobRow {
  */
 export class ScoringJobs extends EventEmitter {
   private readonly jobs = new Map<string, { view: ScoringJobView; cancel: boolean }>();
+  /** Set by close(): no job starts on stores that are closing. */
+  private closed = false;
 
   constructor(
     private readonly scorer: Scorer,
@@ -64,6 +66,7 @@ export class ScoringJobs extends EventEmitter {
 
   /** Cancels running jobs and waits (up to `ms`) for them to stop; for shutdown. */
   async close(ms = 5000): Promise<void> {
+    this.closed = true;
     for (const j of this.jobs.values()) if (!isFinished(j.view.status)) j.cancel = true;
     const deadline = Date.now() + ms;
     while ([...this.jobs.values()].some((j) => !isFinished(j.view.status)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
@@ -138,6 +141,7 @@ export class ScoringJobs extends EventEmitter {
     kind: ScoringJobKind,
     run: (job: ScoringJobView, emitChunk: (rows: JobRow[]) => Promise<void>) => Promise<void>,
   ): ScoringJobView {
+    if (this.closed) throw unavailable('the service is shutting down');
     const id = randomUUID();
     const view: ScoringJobView = {
       id,
