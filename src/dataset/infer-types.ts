@@ -1,4 +1,5 @@
 import type { FeatureDef } from '../preprocessing/feature-spec.js';
+import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 
 const BOOL = /^(true|false)$/i;
 
@@ -22,15 +23,14 @@ export function labelMatcher(positive: string): (cell: string) => boolean | null
   const p = positive.trim().toLowerCase();
   const pIsWord = POSITIVE_WORDS.has(p);
   // A numeric positive matches by value: labels exported as floats ("1.0") still say 1.
-  const pNumber = NUMBER.test(p) ? Number(p) : NaN;
+  const pNumber = NUMERIC_TEXT.test(p) ? Number(p) : NaN;
   return (cell) => {
     const c = cell.trim().toLowerCase();
     if (c === '') return null;
     if (c === p) return true;
     if (pIsWord && POSITIVE_WORDS.has(c)) return true;
-    if (!Number.isNaN(pNumber) && NUMBER.test(c) && Number(c) === pNumber) return true;
+    if (!Number.isNaN(pNumber) && NUMERIC_TEXT.test(c) && Number(c) === pNumber) return true;
     return false;
   };
 }
 
-const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;

@@ -64,19 +64,17 @@ function isMalformedMultipart(error: Error): boolean {
   return /^(Multipart: |Malformed (part|urlencoded)|Unexpected end of (form|file)|Part terminated early)/.test(error.message);
 }
 
+const ROUTER_ERRORS: Record<string, { error: string; message: string }> = {
+  FST_ERR_BAD_URL: { error: 'bad_request', message: 'malformed URL (bad percent-encoding)' },
+  FST_ERR_MAX_PARAM_LENGTH: { error: 'uri_too_long', message: 'a path parameter is too long (at most 4,096 bytes)' },
+};
+
 /** Router-level errors (malformed URL, over-long path parameter) in the service's error body. */
 export const frameworkErrors = (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
   const status = error.statusCode ?? 400;
-  const code = status === 414 ? 'uri_too_long' : status >= 500 ? 'internal_error' : 'bad_request';
-  const message =
-    error.code === 'FST_ERR_BAD_URL'
-      ? 'malformed URL (bad percent-encoding)'
-      : status === 414
-        ? 'a path parameter is too long (at most 4,096 bytes)'
-        : status >= 500
-          ? 'internal error'
-          : error.message;
-  void reply.code(status).send({ error: code, message, details: [] });
+  const known = ROUTER_ERRORS[error.code];
+  const body = known ?? (status >= 500 ? { error: 'internal_error', message: 'internal error' } : { error: 'bad_request', message: error.message });
+  void reply.code(status).send({ ...body, details: [] });
 };
 
 /** The one error body: { error, message, details: [{ path, message }] }. 5xx never leak internals. */

@@ -1,6 +1,6 @@
 import type { FeatureDef, FeatureSpec, FeatureValue, FeatureValues } from './feature-spec.js';
-
 import type { FieldIssue } from '../lib/errors.js';
+import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 
 export const FLOAT32_MAX = 3.4028234663852886e38;
 const TRUE_STRINGS = new Set(['true', 'TRUE', 'True']);
@@ -110,7 +110,7 @@ export function parseCsvRow(spec: FeatureSpec, row: Record<string, string>): Fea
 export function csvCellValue(type: FeatureDef['type'], cell: string | undefined): string | number | null {
   const s = cell?.trim() ?? '';
   if (s === '') return null;
-  if (type === 'numeric' && /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) return Number(s);
+  if (type === 'numeric' && NUMERIC_TEXT.test(s)) return Number(s);
   return type === 'categorical' ? csvCategory(s) : s;
 }
 

@@ -10,10 +10,11 @@ import { coerceFeatures, csvCellValue } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { detectDelimiter } from '../dataset/read-csv.js';
 import { notFound, unavailable } from '../lib/errors.js';
+import { isTerminal, type JobStatus } from '../lib/job-status.js';
 import { readFileSync } from 'node:fs';
 
 export type ScoringJobKind = 'score-audience' | 'rescore';
-export type ScoringJobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+export type ScoringJobStatus = JobStatus;
 
 export interface ScoringJobView {
   id: string;
@@ -67,13 +68,13 @@ export class ScoringJobs extends EventEmitter {
   /** Cancels running jobs and waits (up to `ms`) for them to stop; for shutdown. */
   async close(ms = 5000): Promise<void> {
     this.closed = true;
-    for (const j of this.jobs.values()) if (!isFinished(j.view.status)) j.cancel = true;
+    for (const j of this.jobs.values()) if (!isTerminal(j.view.status)) j.cancel = true;
     const deadline = Date.now() + ms;
-    while ([...this.jobs.values()].some((j) => !isFinished(j.view.status)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    while ([...this.jobs.values()].some((j) => !isTerminal(j.view.status)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
 
   private prune(): void {
-    const finished = [...this.jobs.values()].filter((j) => isFinished(j.view.status));
+    const finished = [...this.jobs.values()].filter((j) => isTerminal(j.view.status));
     for (const j of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED))) this.jobs.delete(j.view.id);
   }
 
@@ -230,7 +231,6 @@ export class ScoringJobs extends EventEmitter {
 
 class Cancelled extends Error {}
 
-const isFinished = (s: ScoringJobStatus) => s === 'succeeded' || s === 'failed' || s === 'cancelled';
 
 function pushError(job: ScoringJobView, e: { row: number; path: string; message: string }) {
   if (job.errors.length < MAX_ERRORS) job.errors.push(e);

@@ -11,6 +11,7 @@ import type { ModelStore } from '../registry/model-store.js';
 import type { Lifecycle } from '../registry/lifecycle.js';
 import type { ModelManager } from '../registry/model-manager.js';
 import { AppError, conflict, notFound } from '../lib/errors.js';
+import { isTerminal, type JobStatus } from '../lib/job-status.js';
 import type { CleaningReport } from '../dataset/prepare.js';
 import {
   DEFAULT_PROMOTE_MARGIN,
@@ -21,9 +22,6 @@ import {
   type WorkerMessage,
 } from './worker.js';
 
-export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
-const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'cancelled']);
-export const isTerminal = (s: JobStatus) => TERMINAL.has(s);
 
 export interface RetrainRequest {
   /** Absolute, already validated (inside DATA_DIR) CSV path. */

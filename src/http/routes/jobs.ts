@@ -3,7 +3,8 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { FastifyRequest } from 'fastify';
 import { Authenticator } from '../auth.js';
 import { ErrorBody, errorResponses } from '../schemas.js';
-import { isTerminal, type JobEvent } from '../../training/job-manager.js';
+import type { JobEvent } from '../../training/job-manager.js';
+import { isTerminal } from '../../lib/job-status.js';
 import { resolveDatasetPath, resolveUpload } from '../../dataset/resolve-path.js';
 import { DEFAULT_PROMOTE_MARGIN } from '../../training/worker.js';
 
