@@ -20,10 +20,6 @@ export interface SegmentSummary {
 }
 
 /**
- * Turns scored predictions into segment memberships. Memberships are computed on the request
- * thread (cheap) but written in pipelined batches on the next tick, off the request path.
- */
-/**
  * Membership records that may wait on the store at once (about 20 MB); a batch that would go past
  * it is dropped. Far above what a store that answers ever has waiting (a 10,000-row batch request
  * is 10,000), so this only acts when the store hangs.
@@ -31,6 +27,10 @@ export interface SegmentSummary {
 const MAX_PENDING_RECORDS = 50_000;
 const MAX_RULE_SEGMENTS = 100;
 
+/**
+ * Turns scored predictions into segment memberships. Memberships are computed on the request
+ * thread (cheap) but written in pipelined batches on the next tick, off the request path.
+ */
 export class SegmentService {
   private bands: Bands = DEFAULT_BANDS;
   private ruleSegments: RuleSegment[] = [];
