@@ -132,6 +132,7 @@ export class SegmentService {
     // them, without bound; memberships are refreshed by each user's next score.
     if (this.pendingRecords + batch.length > MAX_PENDING_RECORDS) {
       this.dropped += batch.length;
+      // Logged at the first drop, then about once per 10,000 records, not once per batch.
       if (this.dropped === batch.length || this.dropped % 10_000 < batch.length) this.log.warn({ dropped: this.dropped }, 'membership store is not keeping up; records dropped');
       return this.flushing;
     }
