@@ -113,6 +113,13 @@ describe('rule language: evaluation', () => {
     expect(ev({ feature: 'Month', eq: 'Nov' })).toBe(true);
     expect(ev({ feature: 'Month', eq: 'nov' })).toBe(false);
     expect(evaluateRule({ feature: 'OperatingSystems', eq: '2' }, { OperatingSystems: 2 }, 0)).toBe(true);
+    // Numeric on both sides: equal as numbers, however they are written.
+    expect(ev({ feature: 'PageValues', eq: '12.50' })).toBe(true);
+    expect(ev({ feature: 'PageValues', in: ['1e1', '12.5'] })).toBe(true);
+    expect(ev({ feature: 'PageValues', ne: 12.5 })).toBe(false);
+    expect(ev({ feature: 'OperatingSystems', eq: '2.0' })).toBe(true);
+    expect(ev({ feature: 'Weekend', eq: true })).toBe(true);
+    expect(ev({ feature: 'Weekend', eq: 'true' })).toBe(true);
   });
 
   it('booleans compare with booleans and their string form', () => {

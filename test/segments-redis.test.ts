@@ -376,6 +376,38 @@ describe('membership TTL (Redis): records older than MEMBERSHIP_TTL_DAYS=1 expir
     await app.inject({ method: 'DELETE', url: '/v1/users/fresh-000001', headers: bearer(KEY.segments) });
     await expectSegmentsMatch(app, expected, personaCount);
   });
+
+  it('expiry also clears segments this replica does not know yet, and spares a user scored after it looked', async () => {
+    const seg = app.services.segments;
+    const old = Date.now() - 2 * 86_400_000;
+    const base = { version: VERSION, persona: null, features: coerced(rows[0]) };
+    // "elsewhere-rule" was created on another replica; this one has not loaded it yet.
+    await seg.store.record([{ ...base, userId: 'old-elsewhere', probability: 0.2, segments: ['low-intent', 'elsewhere-rule'], at: old }], ['low-intent', 'elsewhere-rule']);
+    await seg.store.record([{ ...base, userId: 'rescored-late', probability: 0.95, segments: ['high-intent'], at: old }], ['high-intent']);
+    // Expiry reads its candidates, then the late user is scored again before it removes them.
+    const redisClient = app.services.redis!;
+    const read = redisClient.zrangebyscore.bind(redisClient);
+    let first = true;
+    (redisClient as unknown as { zrangebyscore: typeof read }).zrangebyscore = (async (...args: Parameters<typeof read>) => {
+      const ids = await read(...args);
+      if (first) {
+        first = false;
+        await seg.store.record([{ ...base, userId: 'rescored-late', probability: 0.95, segments: ['high-intent'], at: Date.now() }], ['high-intent']);
+      }
+      return ids;
+    }) as typeof read;
+    try {
+      expect(await seg.expire()).toBe(1);
+    } finally {
+      (redisClient as unknown as { zrangebyscore: typeof read }).zrangebyscore = read;
+    }
+    expect(await client.zscore('pi:seg:elsewhere-rule', 'old-elsewhere')).toBeNull();
+    expect(await client.exists('pi:user:old-elsewhere')).toBe(0);
+    expect(await client.zscore('pi:seg:high-intent', 'rescored-late')).not.toBeNull();
+    expect(await getJson(app, '/v1/users/rescored-late')).toMatchObject({ userId: 'rescored-late' });
+    await app.inject({ method: 'DELETE', url: '/v1/users/rescored-late', headers: bearer(KEY.segments) });
+    await expectSegmentsMatch(app, expected, personaCount);
+  });
 });
 
 describe('Redis outage: predictions keep answering, membership writes are dropped and counted', () => {

@@ -38,6 +38,8 @@ export function computeProfile(
   members: UserRecord[],
   population: UserRecord[],
   counts: { size: number; scoredUsers: number },
+  /** The active version: persona ids are counted only from records it scored (another model's persona k is another group). */
+  activeVersion: string | null = null,
 ): Profile {
   const probs = members.map((m) => m.probability).sort((a, b) => a - b);
   const histogram = Array.from({ length: 10 }, (_, b) => ({ bin: `${(b / 10).toFixed(1)}-${((b + 1) / 10).toFixed(1)}`, count: 0 }));
@@ -84,7 +86,7 @@ export function computeProfile(
     .map((f) => ({ feature: f.feature, distinctiveness: f.distinctiveness, text: describe(f) }));
 
   const personaCounts = new Map<number, number>();
-  for (const m of members) if (m.persona !== null) personaCounts.set(m.persona, (personaCounts.get(m.persona) ?? 0) + 1);
+  for (const m of members) if (m.persona !== null && m.version === activeVersion) personaCounts.set(m.persona, (personaCounts.get(m.persona) ?? 0) + 1);
 
   return {
     size: counts.size,

@@ -72,6 +72,28 @@ end
 return 1
 `;
 
+/**
+ * Expires one user if they were still last seen before the cutoff: a user scored after expiry
+ * picked them is kept. Removes them from the segments their record lists (which may include ones
+ * this replica does not know yet) and from those given. KEYS: user hash, pi:seen. ARGV: userId,
+ * cutoff (ms), then segment ids.
+ */
+const EXPIRE_USER = `
+local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not seen or tonumber(seen) >= tonumber(ARGV[2]) then return 0 end
+local segs = redis.call('HGET', KEYS[1], 'segs')
+if segs then
+  local ok, listed = pcall(cjson.decode, segs)
+  if ok and type(listed) == 'table' then
+    for _, s in ipairs(listed) do redis.call('ZREM', 'pi:seg:' .. s, ARGV[1]) end
+  end
+end
+for i = 3, #ARGV do redis.call('ZREM', 'pi:seg:' .. ARGV[i], ARGV[1]) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+`;
+
 const K = {
   seg: (id: string) => `pi:seg:${id}`,
   user: (id: string) => `pi:user:${id}`,
@@ -95,7 +117,9 @@ export class RedisMembershipStore implements MembershipStore {
   ) {
     // Defined before any pipeline exists: ioredis copies script commands onto a pipeline when it
     // is created, so one defined later is missing from it.
-    if (typeof (redis as unknown as Record<string, unknown>).piRescore !== 'function') redis.defineCommand('piRescore', { lua: RESCORE });
+    const r = redis as unknown as Record<string, unknown>;
+    if (typeof r.piRescore !== 'function') redis.defineCommand('piRescore', { lua: RESCORE });
+    if (typeof r.piExpireUser !== 'function') redis.defineCommand('piExpireUser', { numberOfKeys: 2, lua: EXPIRE_USER });
   }
 
   async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
@@ -254,14 +278,11 @@ export class RedisMembershipStore implements MembershipStore {
     for (;;) {
       const ids = await this.redis.zrangebyscore(K.seen, '-inf', `(${cutoffMs}`, 'LIMIT', 0, 1000);
       if (ids.length === 0) return removed;
-      const p = this.redis.pipeline();
-      for (const id of ids) {
-        for (const s of segmentIds) p.zrem(K.seg(s), id);
-        p.del(K.user(id));
-        p.zrem(K.seen, id);
-      }
-      await execOrThrow(p);
-      removed += ids.length;
+      // Checked and removed per user in one script: one scored since the read above stays.
+      const p = this.redis.pipeline() as unknown as ReturnType<Redis['pipeline']> & { piExpireUser(...args: (string | number)[]): unknown };
+      for (const id of ids) p.piExpireUser(K.user(id), K.seen, id, cutoffMs, ...segmentIds);
+      const results = await execOrThrow(p);
+      removed += results.filter(([, n]) => Number(n) === 1).length;
     }
   }
 

@@ -111,7 +111,11 @@ export function evaluateRule(rule: Rule, values: FeatureValues, score: number): 
 function applyOps(o: Ops, v: string | number | boolean | null): boolean {
   if (v === null) return o.ne !== undefined; // a missing value is "not equal" to anything, and fails the rest
   const num = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : NaN;
-  const same = (x: string | number | boolean) => String(x) === String(v);
+  // Equal as numbers when both sides are numeric ("1.50" and 1.5), as text otherwise ("Nov", true).
+  const same = (x: string | number | boolean) => {
+    const xNum = typeof x === 'number' ? x : typeof x === 'string' && x.trim() !== '' ? Number(x) : NaN;
+    return Number.isFinite(xNum) && Number.isFinite(num) ? xNum === num : String(x) === String(v);
+  };
   if (o.eq !== undefined) return same(o.eq);
   if (o.ne !== undefined) return !same(o.ne);
   if (o.in !== undefined) return o.in.some(same);

@@ -171,7 +171,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
       const seg = await segments.get(id);
       const store = segments.store;
       const [members, population, scoredUsers] = await Promise.all([store.sample(id, PROFILE_SAMPLE), store.sample(null, PROFILE_SAMPLE), store.scoredUsers()]);
-      const profile = computeProfile(models.active?.spec ?? null, members, population, { size: seg.size, scoredUsers });
+      const profile = computeProfile(models.active?.spec ?? null, members, population, { size: seg.size, scoredUsers }, models.active?.id ?? null);
       return { segment: { id: seg.id, kind: seg.kind, name: seg.name }, ...profile };
     },
   );
