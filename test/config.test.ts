@@ -65,9 +65,12 @@ describe('loadConfig', () => {
     expect(loadConfig({ REDIS_URL: 'rediss://cache.internal:6380/1' }).REDIS_URL).toBe('rediss://cache.internal:6380/1');
   });
 
-  it('rejects API_KEYS with an unknown scope, naming API_KEYS and the scope', () => {
+  it('rejects API_KEYS with an unknown scope, naming API_KEYS and the entry but never echoing it', () => {
     const err = rejects({ API_KEYS: 'predict:pkey-123456,predict+root:rkey-123456' }, 'API_KEYS');
-    expect(err.message).toMatch(/unknown scope root/);
+    expect(err.message).toMatch(/entry 2 has an unknown scope/);
+    // Written backwards (key:scope), the "scope" is the key: it must not reach the startup log.
+    const backwards = rejects({ API_KEYS: 'predict:pkey-123456,s3cr3tAdminKey99:admin' }, 'API_KEYS');
+    expect(backwards.message).not.toContain('s3cr3tAdminKey99');
   });
 
   it('rejects other malformed API_KEYS entries', () => {

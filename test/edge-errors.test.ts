@@ -1,3 +1,6 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp } from './helpers/app.js';
@@ -65,6 +68,36 @@ describe('edge inputs', () => {
       const res = await app.inject({ method: 'POST', url, headers: { ...headers, 'content-type': 'multipart/form-data' }, payload: 'garbage' });
       const body = expectError(res, 400, 'bad_request');
       expect(body.message).toMatch(/multipart/i);
+    }
+  });
+
+  it('an upload with fields beside its one file part is a 400, and leaves nothing behind', async () => {
+    const b = 'edge-fields';
+    const payload = `--${b}\r\nContent-Disposition: form-data; name="note"\r\n\r\n${'x'.repeat(10_000)}\r\n--${b}\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\nContent-Type: text/csv\r\n\r\nuserId,PageValues\r\nx,1\r\n--${b}--\r\n`;
+    for (const [url, headers] of [['/v1/datasets', ADMIN], ['/v1/segments/score', SEG]] as const) {
+      const body = expectError(await app.inject({ method: 'POST', url, headers: { ...headers, 'content-type': `multipart/form-data; boundary=${b}` }, payload }), 400, 'bad_request');
+      expect(body.message).toContain('exactly one file part');
+    }
+  });
+
+  it('an audience upload that cannot start a job (the service is closing) leaves no file in the temp dir', async () => {
+    const other = await buildTestApp({ API_KEYS });
+    await other.ready();
+    await other.services.scoringJobs.close();
+    // A temp dir of this test's own (os.tmpdir() follows TMPDIR), so other test files' uploads do not count.
+    const savedTmp = process.env.TMPDIR;
+    const ownTmp = mkdtempSync(join(tmpdir(), 'edge-tmp-'));
+    process.env.TMPDIR = ownTmp;
+    const b = 'edge-closing';
+    const payload = `--${b}\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\nContent-Type: text/csv\r\n\r\nuserId,PageValues\r\nx,1\r\n--${b}--\r\n`;
+    try {
+      expectError(await other.inject({ method: 'POST', url: '/v1/segments/score', headers: { ...SEG, 'content-type': `multipart/form-data; boundary=${b}` }, payload }), 503, 'unavailable');
+      expect(readdirSync(ownTmp)).toEqual([]);
+    } finally {
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
+      rmSync(ownTmp, { recursive: true, force: true });
+      await other.close();
     }
   });
 

@@ -181,6 +181,9 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     const again = parseSse((await app.inject({ method: 'GET', url: `/v1/jobs/${jobId}/events`, headers: ADMIN })).body);
     expect(again).toHaveLength(1);
     expect((again[0].data as JobView).status).toBe('succeeded');
+    // A retraining job is the admin's: a predict key learns nothing from it.
+    expectError(await app.inject({ method: 'GET', url: `/v1/jobs/${jobId}`, headers: PREDICT }), 403);
+    expectError(await app.inject({ method: 'GET', url: `/v1/jobs/${jobId}/events`, headers: PREDICT }), 403);
   }, 120_000);
 
   it('promote "always" activates the new version (readyz changes, history names the job) and it serves predictions', async () => {
@@ -330,7 +333,7 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
   it('validates the request and requires the admin scope', async () => {
     expectError(await app.inject({ method: 'POST', url: '/v1/models/retrain', payload: shoppersBody() }), 401);
     expectError(await app.inject({ method: 'POST', url: '/v1/models/retrain', headers: PREDICT, payload: shoppersBody() }), 403);
-    expectError(await app.inject({ method: 'GET', url: '/v1/jobs/whatever', headers: PREDICT }), 403);
+    expectError(await app.inject({ method: 'GET', url: '/v1/jobs/whatever', headers: PREDICT }), 404); // unknown to both job kinds
     expectError(await retrain(shoppersBody({ promote: 'sometimes' })), 400, 'validation_error');
     expectError(await retrain(shoppersBody({ hyperparameters: { epochs: 0 } })), 400, 'validation_error');
     expectError(await app.inject({ method: 'GET', url: '/v1/jobs/nope', headers: ADMIN }), 404, 'not_found');

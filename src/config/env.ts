@@ -59,18 +59,19 @@ export type Scope = (typeof SCOPES)[number];
 
 /** `predict:KEY1,segments+admin:KEY2` → [{ key, scopes }]. */
 export function parseApiKeys(value: string): { key: string; scopes: Set<Scope> }[] {
-  return value
+  const entries = value
     .split(',')
     .map((s) => s.trim())
-    .filter(Boolean)
-    .map((entry) => {
-      const at = entry.indexOf(':');
-      if (at <= 0 || at === entry.length - 1) throw new ConfigError('invalid configuration:\n  API_KEYS: each entry must be scope[+scope]:key');
-      const scopes = entry.slice(0, at).split('+');
-      const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
-      if (bad.length) throw new ConfigError(`invalid configuration:\n  API_KEYS: unknown scope ${bad.join(', ')} (scopes: ${SCOPES.join(', ')})`);
-      const key = entry.slice(at + 1);
-      if (key.length < 8) throw new ConfigError('invalid configuration:\n  API_KEYS: keys must be at least 8 characters');
-      return { key, scopes: new Set(scopes as Scope[]) };
-    });
+    .filter(Boolean);
+  return entries.map((entry, i) => {
+    const at = entry.indexOf(':');
+    if (at <= 0 || at === entry.length - 1) throw new ConfigError('invalid configuration:\n  API_KEYS: each entry must be scope[+scope]:key');
+    const scopes = entry.slice(0, at).split('+');
+    const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
+    // The offending text is not echoed: an entry written backwards (key:scope) would print the key.
+    if (bad.length) throw new ConfigError(`invalid configuration:\n  API_KEYS: entry ${i + 1} has an unknown scope (scopes: ${SCOPES.join(', ')}; entries are scope[+scope]:key)`);
+    const key = entry.slice(at + 1);
+    if (key.length < 8) throw new ConfigError('invalid configuration:\n  API_KEYS: keys must be at least 8 characters');
+    return { key, scopes: new Set(scopes as Scope[]) };
+  });
 }

@@ -51,6 +51,9 @@ const BODY_MESSAGES: Record<string, string> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: 'body is empty; send a JSON object',
 };
 
+/** @fastify/multipart's "too many parts/files/fields" (413 there): the upload's shape, not its size. */
+const MULTIPART_COUNT_LIMITS: ReadonlySet<string> = new Set(['FST_PARTS_LIMIT', 'FST_FILES_LIMIT', 'FST_FIELDS_LIMIT']);
+
 /** ioredis failures that mean "Redis is down or not answering", not a bug: 503, not 500. */
 function isRedisUnavailable(error: Error): boolean {
   return (
@@ -94,6 +97,10 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (error.statusCode === undefined && isMalformedMultipart(error)) {
       return reply.code(400).send({ error: 'bad_request', message: `malformed multipart body: ${error.message}`, details: [{ path: 'body', message: error.message }] });
     }
+    if (error.code && MULTIPART_COUNT_LIMITS.has(error.code)) {
+      const message = 'send exactly one file part, and no other fields';
+      return reply.code(400).send({ error: 'bad_request', message, details: [{ path: 'body', message }] });
+    }
     const status = error.statusCode ?? 500;
     if (status < 500) {
       const code = status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : status === 404 ? 'not_found' : 'bad_request';
@@ -101,7 +108,9 @@ export function installErrorHandling(app: FastifyInstance): void {
       const details = error.code?.startsWith('FST_ERR_CTP_') ? [{ path: 'body', message }] : [];
       return reply.code(status).send({ error: code, message, details });
     }
-    request.log.error({ err: error }, 'unhandled error');
+    // Name, message and stack only: some errors carry their inputs (ioredis keeps the command's
+    // arguments, which may hold userIds or feature values) and those must not reach the logs.
+    request.log.error({ err: { type: error.name, message: error.message, stack: error.stack } }, 'unhandled error');
     return reply.code(500).send({ error: 'internal_error', message: 'internal error', details: [] });
   });
   app.setNotFoundHandler((request, reply) => {

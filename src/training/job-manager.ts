@@ -69,7 +69,7 @@ export interface JobView {
 }
 
 export type JobEvent =
-  | { type: 'progress'; jobId: string; epoch: number; loss: number; validationAuc: number | null }
+  | { type: 'progress'; jobId: string; epoch: number; loss: number | null; validationAuc: number | null }
   | { type: 'status'; jobId: string; job: JobView };
 
 interface JobRecord {
@@ -121,6 +121,10 @@ export class JobManager extends EventEmitter {
   ) {
     super();
     this.setMaxListeners(0); // one listener per SSE client
+  }
+
+  has(id: string): boolean {
+    return this.jobs.has(id);
   }
 
   get(id: string): JobView {

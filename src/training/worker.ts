@@ -77,7 +77,7 @@ export interface PromotionComparison {
 
 export type WorkerMessage =
   | { type: 'started'; backend: string }
-  | { type: 'progress'; epoch: number; loss: number; validationAuc: number | null }
+  | { type: 'progress'; epoch: number; loss: number | null; validationAuc: number | null }
   | { type: 'log'; message: string }
   /** Sent just before the version is written, so a cancel can remove exactly what this job left behind. */
   | { type: 'saving'; versionId: string }
@@ -190,7 +190,7 @@ async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promis
     {
       pacer,
       onLog: (message) => post({ type: 'log', message }),
-      onEpoch: (r) => post({ type: 'progress', epoch: r.epoch, loss: r.loss, validationAuc: finite(r.validationAuc) }),
+      onEpoch: (r) => post({ type: 'progress', epoch: r.epoch, loss: finite(r.loss), validationAuc: finite(r.validationAuc) }),
     },
   );
   const store = new ModelStore(input.storeRoot);

@@ -29,7 +29,8 @@ export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request, reply) => {
       if (!request.isMultipart()) throw new AppError(415, 'unsupported_media_type', 'send multipart/form-data with one CSV file part');
-      const part = await request.file({ limits: { fileSize: limit, files: 1 } });
+      // One file part; no other fields are read, so none may pile up in memory.
+      const part = await request.file({ limits: { fileSize: limit, files: 1, fields: 0, parts: 1 } });
       if (!part) throw new ValidationError([{ path: 'file', message: 'required: one file part with the CSV' }]);
       const path = join(tmpdir(), `audience-${randomUUID()}.csv`); // removed by the job when done
       try {
@@ -40,7 +41,13 @@ export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
         if ((err as { statusCode?: number }).statusCode === 413) throw new AppError(413, 'payload_too_large', `file exceeds UPLOAD_LIMIT_BYTES (${limit} bytes)`);
         throw err;
       }
-      const job = scoringJobs.scoreCsv(path);
+      let job;
+      try {
+        job = scoringJobs.scoreCsv(path);
+      } catch (err) {
+        rmSync(path, { force: true }); // no job will remove it (no model loaded, or shutting down)
+        throw err;
+      }
       return reply.code(202).send({ jobId: job.id, statusUrl: `/v1/jobs/${job.id}` });
     },
   );

@@ -41,7 +41,8 @@ export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request, reply) => {
       if (!request.isMultipart()) throw new AppError(415, 'unsupported_media_type', 'send multipart/form-data with one CSV file part');
-      const part = await request.file({ limits: { fileSize: limit, files: 1 } });
+      // One file part; no other fields are read, so none may pile up in memory.
+      const part = await request.file({ limits: { fileSize: limit, files: 1, fields: 0, parts: 1 } });
       if (!part) throw new ValidationError([{ path: 'file', message: 'required: one file part with the CSV' }]);
 
       const dir = uploadsDir(config.DATA_DIR);

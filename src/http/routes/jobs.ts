@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { FastifyRequest } from 'fastify';
 import { Authenticator } from '../auth.js';
+import { notFound } from '../../lib/errors.js';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import type { JobEvent } from '../../training/job-manager.js';
 import { isTerminal } from '../../lib/job-status.js';
@@ -136,7 +137,8 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
   const authorize = (request: FastifyRequest, id: string) => {
     if (scoringJobs.has(id)) {
       if (!request.scopes?.has('segments') && !request.scopes?.has('admin')) Authenticator.assertScope(request, 'segments', 'this scoring job');
-    } else Authenticator.assertScope(request, 'admin', 'a retraining job');
+    } else if (jobs.has(id)) Authenticator.assertScope(request, 'admin', 'a retraining job');
+    else throw notFound(`job ${id}`); // unknown (or finished long ago and forgotten)
   };
   // Open event streams are ended before the server closes, or a graceful shutdown would wait on them.
   const streams = new Set<() => void>();
