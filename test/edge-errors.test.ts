@@ -76,7 +76,7 @@ describe('edge inputs', () => {
     const payload = `--${b}\r\nContent-Disposition: form-data; name="note"\r\n\r\n${'x'.repeat(10_000)}\r\n--${b}\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\nContent-Type: text/csv\r\n\r\nuserId,PageValues\r\nx,1\r\n--${b}--\r\n`;
     for (const [url, headers] of [['/v1/datasets', ADMIN], ['/v1/segments/score', SEG]] as const) {
       const body = expectError(await app.inject({ method: 'POST', url, headers: { ...headers, 'content-type': `multipart/form-data; boundary=${b}` }, payload }), 400, 'bad_request');
-      expect(body.message).toContain('exactly one file part');
+      expect(body.message).toMatch(/^too many (form fields|parts) for this route/);
     }
   });
 

@@ -52,7 +52,11 @@ const BODY_MESSAGES: Record<string, string> = {
 };
 
 /** @fastify/multipart's "too many parts/files/fields" (413 there): the upload's shape, not its size. */
-const MULTIPART_COUNT_LIMITS: ReadonlySet<string> = new Set(['FST_PARTS_LIMIT', 'FST_FILES_LIMIT', 'FST_FIELDS_LIMIT']);
+const MULTIPART_COUNT_LIMITS: Record<string, string> = {
+  FST_PARTS_LIMIT: 'too many parts',
+  FST_FILES_LIMIT: 'too many files',
+  FST_FIELDS_LIMIT: 'too many form fields',
+};
 
 /** ioredis failures that mean "Redis is down or not answering", not a bug: 503, not 500. */
 function isRedisUnavailable(error: Error): boolean {
@@ -97,8 +101,9 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (error.statusCode === undefined && isMalformedMultipart(error)) {
       return reply.code(400).send({ error: 'bad_request', message: `malformed multipart body: ${error.message}`, details: [{ path: 'body', message: error.message }] });
     }
-    if (error.code && MULTIPART_COUNT_LIMITS.has(error.code)) {
-      const message = 'send exactly one file part, and no other fields';
+    const tooMany = error.code ? MULTIPART_COUNT_LIMITS[error.code] : undefined;
+    if (tooMany) {
+      const message = `${tooMany} for this route (dataset and audience uploads take one file part and no other fields)`;
       return reply.code(400).send({ error: 'bad_request', message, details: [{ path: 'body', message }] });
     }
     const status = error.statusCode ?? 500;
