@@ -94,6 +94,43 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 `;
 
+/**
+ * A user's new record. Removes them only from the segments their previous record lists and no
+ * longer applies to, then adds them to the current ones: the work per user follows their own
+ * memberships, not the number of segments defined. KEYS: user hash, pi:seen. ARGV: userId, at,
+ * hash TTL (s), probability, the number of hash fields n, n field/value pairs, then the user's
+ * segment ids.
+ */
+const RECORD_USER = `
+local prev = redis.call('HGET', KEYS[1], 'segs')
+local n = tonumber(ARGV[5])
+local fields = {}
+for i = 1, n * 2 do fields[i] = ARGV[5 + i] end
+local member = {}
+for i = 6 + n * 2, #ARGV do member[ARGV[i]] = true end
+if prev then
+  local ok, listed = pcall(cjson.decode, prev)
+  if ok and type(listed) == 'table' then
+    for _, s in ipairs(listed) do
+      if not member[s] then redis.call('ZREM', 'pi:seg:' .. s, ARGV[1]) end
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+for s in pairs(member) do redis.call('ZADD', 'pi:seg:' .. s, ARGV[4], ARGV[1]) end
+return 1
+`;
+
+/**
+ * User hashes outlive their last visit by this much beyond the membership TTL, so the expiry
+ * sweep (which also clears segment sets) always finds them; a hash gone first would leave its
+ * memberships unknown to the next record.
+ */
+const HASH_TTL_MARGIN_S = 86_400;
+
 const K = {
   seg: (id: string) => `pi:seg:${id}`,
   user: (id: string) => `pi:user:${id}`,
@@ -120,6 +157,7 @@ export class RedisMembershipStore implements MembershipStore {
     const r = redis as unknown as Record<string, unknown>;
     if (typeof r.piRescore !== 'function') redis.defineCommand('piRescore', { lua: RESCORE });
     if (typeof r.piExpireUser !== 'function') redis.defineCommand('piExpireUser', { numberOfKeys: 2, lua: EXPIRE_USER });
+    if (typeof r.piRecordUser !== 'function') redis.defineCommand('piRecordUser', { numberOfKeys: 2, lua: RECORD_USER });
   }
 
   async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
@@ -147,7 +185,7 @@ export class RedisMembershipStore implements MembershipStore {
           ...segmentIds.map(K.seg),
           r.userId,
           r.ifSeenAt,
-          this.ttlSeconds,
+          this.ttlSeconds + HASH_TTL_MARGIN_S,
           r.probability,
           now,
           pairs.length / 2,
@@ -157,17 +195,22 @@ export class RedisMembershipStore implements MembershipStore {
         continue;
       }
       if (r.cacheKey) fields.ck = r.cacheKey;
-      p.del(K.user(r.userId)); // a record replaces the last one (drops features when retention is off)
-      p.hset(K.user(r.userId), fields);
-      p.expire(K.user(r.userId), this.ttlSeconds);
-      p.zadd(K.seen, r.at, r.userId);
-      const member = new Set(r.segments);
-      for (const id of segmentIds) {
-        if (member.has(id)) {
-          p.zadd(K.seg(id), r.probability, r.userId);
-          touched.add(id);
-        } else p.zrem(K.seg(id), r.userId); // a user whose score moved leaves the old band
-      }
+      // A record replaces the last one (dropping features when retention is off); a user whose
+      // score moved leaves the old band.
+      const pairs = Object.entries(fields).flat();
+      const member = r.segments.filter((id) => segmentIds.includes(id));
+      (p as unknown as { piRecordUser(...args: (string | number)[]): unknown }).piRecordUser(
+        K.user(r.userId),
+        K.seen,
+        r.userId,
+        r.at,
+        this.ttlSeconds + HASH_TTL_MARGIN_S,
+        r.probability,
+        pairs.length / 2,
+        ...pairs,
+        ...member,
+      );
+      for (const id of member) touched.add(id);
     }
     for (const id of touched) p.hset(K.updated, id, String(now));
     await execOrThrow(p);

@@ -1,0 +1,43 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisMembershipStore } from '../src/segments/redis-membership-store.js';
+import type { MembershipRecord } from '../src/segments/membership-store.js';
+import { TestRedis } from './helpers/redis-server.js';
+
+/** Calls of one Redis command since the last CONFIG RESETSTAT (scripts' calls included). */
+async function calls(client: Redis, command: string): Promise<number> {
+  const info = await client.info('commandstats');
+  return Number(info.match(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm'))?.[1] ?? 0);
+}
+
+describe('Redis membership store: writes', () => {
+  let redis: TestRedis;
+  let client: Redis;
+  let store: RedisMembershipStore;
+
+  beforeAll(async () => {
+    redis = await TestRedis.start();
+    client = new Redis(redis.url);
+    store = new RedisMembershipStore(client, 86_400);
+  });
+  afterAll(async () => {
+    client?.disconnect();
+    await redis?.close();
+  });
+
+  it('a record touches the segments the user leaves and joins, however many segments are defined', async () => {
+    const ids = ['high-intent', 'medium-intent', 'low-intent', ...Array.from({ length: 60 }, (_, i) => `rule-${i}`)];
+    const rec = (userId: string, segments: string[], probability: number): MembershipRecord => ({ userId, probability, version: 'v1', persona: null, segments, at: Date.now() });
+    const users = Array.from({ length: 50 }, (_, i) => `u-${i}`);
+    await store.record(users.map((u) => rec(u, ['low-intent', 'rule-1', 'rule-2'], 0.1)), ids);
+    await client.config('RESETSTAT');
+    await store.record(users.map((u) => rec(u, ['high-intent', 'rule-2', 'rule-3'], 0.9)), ids);
+
+    // Each user left two segments (low-intent, rule-1) and is in three: 2 removals and 3 additions
+    // per user (plus pi:seen), not one command for each of the 63 segments.
+    expect(await calls(client, 'zrem')).toBe(50 * 2);
+    expect(await calls(client, 'zadd')).toBe(50 * (3 + 1));
+    for (const [seg, size] of [['low-intent', 0], ['rule-1', 0], ['rule-2', 50], ['high-intent', 50], ['rule-3', 50]] as const) expect(await store.size(seg), seg).toBe(size);
+    expect((await store.user('u-7'))!.segments).toEqual(['high-intent', 'rule-2', 'rule-3']);
+  });
+});
