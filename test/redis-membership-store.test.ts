@@ -3,6 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisMembershipStore } from '../src/segments/redis-membership-store.js';
 import type { MembershipRecord } from '../src/segments/membership-store.js';
 import { TestRedis } from './helpers/redis-server.js';
+import { buildTestApp } from './helpers/app.js';
+import { shopperFeatureRows } from './helpers/shoppers.js';
+import { until } from './helpers/http.js';
 
 /** Calls of one Redis command since the last CONFIG RESETSTAT (scripts' calls included). */
 async function calls(client: Redis, command: string): Promise<number> {
@@ -39,5 +42,36 @@ describe('Redis membership store: writes', () => {
     expect(await calls(client, 'zadd')).toBe(50 * (3 + 1));
     for (const [seg, size] of [['low-intent', 0], ['rule-1', 0], ['rule-2', 50], ['high-intent', 50], ['rule-3', 50]] as const) expect(await store.size(seg), seg).toBe(size);
     expect((await store.user('u-7'))!.segments).toEqual(['high-intent', 'rule-2', 'rule-3']);
+  });
+});
+
+describe('turning FEATURE_RETENTION off', () => {
+  let redis: TestRedis;
+  afterAll(async () => {
+    await redis?.close();
+  });
+
+  it('removes the features kept while it was on, at the next start, and keeps the rest of each record', async () => {
+    redis = await TestRedis.start();
+    const features = shopperFeatureRows(1)[0];
+    const on = await buildTestApp({ REDIS_URL: redis.url });
+    await on.ready();
+    for (const userId of ['kept-a', 'kept-b']) expect((await on.inject({ method: 'POST', url: '/v1/predict', payload: { userId, features } })).statusCode).toBe(200);
+    await on.services.segments.flush();
+    expect((await on.inject({ url: '/v1/users/kept-a' })).json().featuresRetained).toBe(true);
+    await on.close();
+
+    const off = await buildTestApp({ REDIS_URL: redis.url, FEATURE_RETENTION: 'off' });
+    await off.ready();
+    try {
+      await until(async () => (await off.inject({ url: '/v1/users/kept-a' })).json().featuresRetained === false, 'kept features to be removed');
+      for (const id of ['kept-a', 'kept-b']) {
+        const u = (await off.inject({ url: `/v1/users/${id}` })).json();
+        expect(u).toMatchObject({ userId: id, featuresRetained: false });
+        expect(u.segments.length).toBeGreaterThan(0);
+      }
+    } finally {
+      await off.close();
+    }
   });
 });

@@ -66,6 +66,8 @@ export interface MembershipStore {
    * next): after an activation, before re-scoring. Returns how many segments were emptied.
    */
   dropPersonaSegments(): Promise<number>;
+  /** Removes every kept feature set (FEATURE_RETENTION turned off); returns how many users had one. */
+  dropFeatures(): Promise<number>;
   /** All users with kept features, in chunks (re-scoring after an activation). */
   users(chunk: number): AsyncGenerator<UserRecord[]>;
   getBands(): Promise<Bands | null>;

@@ -123,6 +123,16 @@ export class MemoryMembershipStore implements MembershipStore {
     return removed;
   }
 
+  async dropFeatures(): Promise<number> {
+    let n = 0;
+    for (const [id, r] of this.usersById) {
+      if (!r.features) continue;
+      this.usersById.set(id, { ...r, features: undefined });
+      n++;
+    }
+    return n;
+  }
+
   async dropPersonaSegments(): Promise<number> {
     let n = 0;
     for (const id of [...this.segments.keys()]) {

@@ -329,6 +329,21 @@ export class RedisMembershipStore implements MembershipStore {
     }
   }
 
+  async dropFeatures(): Promise<number> {
+    let removed = 0;
+    let cur = '0';
+    do {
+      const [next, flat] = await this.redis.zscan(K.seen, cur, 'COUNT', 1000);
+      cur = next;
+      const ids = flat.filter((_, i) => i % 2 === 0);
+      if (ids.length === 0) continue;
+      const p = this.redis.pipeline();
+      for (const id of ids) p.hdel(K.user(id), 'f');
+      removed += (await execOrThrow(p)).filter(([, n]) => Number(n) === 1).length;
+    } while (cur !== '0');
+    return removed;
+  }
+
   async dropPersonaSegments(): Promise<number> {
     const keys: string[] = [];
     let cur = '0';

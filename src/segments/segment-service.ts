@@ -62,6 +62,13 @@ export class SegmentService {
     this.timers.push(setInterval(() => void this.refreshDefinitions().catch(() => {}), 2000).unref());
     this.timers.push(setInterval(() => void this.expire().catch(() => {}), 10 * 60_000).unref());
     void this.expire().catch(() => {});
+    // Retention turned off: features kept while it was on go now, not when each user returns.
+    if (!this.opts.retainFeatures) {
+      void this.store
+        .dropFeatures()
+        .then((n) => n && this.log.info({ users: n }, 'FEATURE_RETENTION=off: removed kept feature values'))
+        .catch((err) => this.log.warn({ err: (err as Error).message }, 'could not remove kept feature values; will retry at next start'));
+    }
   }
 
   async refreshDefinitions(): Promise<void> {
