@@ -59,7 +59,12 @@ export function computeProfile(
       features.push({ feature: f.name, type: 'numeric', distinctiveness: sd > 0 ? Math.abs(s.mean - p.mean) / sd : 0, numeric: { segment: s, population: p } });
     } else {
       const segShares = shares(seg.map(String));
-      const popShares = shares(pop.map(String));
+      const sampledPopShares = shares(pop.map(String));
+      // The segment is part of the population, so a value's population share is at least its
+      // segment share × size / scored users, even when the population sample happened to miss it
+      // (which used to read as lift 999).
+      const popShare = (value: string) => Math.max(sampledPopShares.get(value) ?? 0, ((segShares.get(value) ?? 0) * counts.size) / Math.max(1, counts.scoredUsers));
+      const popShares = new Map([...new Set([...segShares.keys(), ...sampledPopShares.keys()])].map((v) => [v, popShare(v)]));
       const categories = [...segShares.entries()]
         .map(([value, share]) => {
           const populationShare = popShares.get(value) ?? 0;
