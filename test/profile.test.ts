@@ -20,7 +20,7 @@ describe('segment profile', () => {
     const members = [withC('m1', 'rare'), withC('m2', 'rare'), withC('m3', 'a'), withC('m4', 'a')];
     const population = Array.from({ length: 100 }, (_, i) => withC(`p${i}`, i % 2 ? 'a' : 'b')); // no 'rare' in the sample
     const profile = computeProfile(spec, members, population, { size: 50, scoredUsers: 1000 }, 'v1');
-    const rare = profile.features.find((f) => f.feature === 'c')!.categories!.find((c) => c.value === 'rare')!;
+    const rare = profile.features!.find((f) => f.feature === 'c')!.categories!.find((c) => c.value === 'rare')!;
     // 50 % of a 50-user segment is 25 users: at least 2.5 % of 1,000 scored users.
     expect(rare.populationShare).toBeCloseTo(0.025, 10);
     expect(rare.lift).toBeCloseTo(20, 10);
