@@ -11,7 +11,7 @@ import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { detectDelimiter } from '../dataset/read-csv.js';
 import { notFound, unavailable } from '../lib/errors.js';
 import { isTerminal, type JobStatus } from '../lib/job-status.js';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 
 export type ScoringJobKind = 'score-audience' | 'rescore';
 export type ScoringJobStatus = JobStatus;
@@ -100,7 +100,7 @@ export class ScoringJobs extends EventEmitter {
     if (!this.models.active) throw unavailable('no model is loaded');
     return this.start('score-audience', async (job, emitChunk) => {
       const spec = this.models.active!.spec;
-      const delimiter = detectDelimiter(readFileSync(path, 'utf8').slice(0, 64 * 1024));
+      const delimiter = detectDelimiter(readHead(path, 64 * 1024));
       const parser = createReadStream(path).pipe(parse({ columns: true, delimiter, bom: true, trim: true, skip_empty_lines: true, relax_column_count: true }));
       let rows: JobRow[] = [];
       let n = 0;
@@ -230,6 +230,17 @@ export class ScoringJobs extends EventEmitter {
 }
 
 class Cancelled extends Error {}
+
+/** The first `bytes` of a file as text, without reading the rest (uploads may be 100 MB). */
+function readHead(path: string, bytes: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(bytes);
+    return buf.toString('utf8', 0, readSync(fd, buf, 0, bytes, 0));
+  } finally {
+    closeSync(fd);
+  }
+}
 
 
 function pushError(job: ScoringJobView, e: { row: number; path: string; message: string }) {
