@@ -1,6 +1,9 @@
 import { describe, expect, it, beforeAll } from 'vitest';
 import { initBackend } from '../src/inference/backend.js';
-import { detectDelimiter, parseCsvText } from '../src/dataset/read-csv.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { detectDelimiter, parseCsvText, readCsvFileStreaming } from '../src/dataset/read-csv.js';
 import { trainFromTable } from '../src/training/train.js';
 import { stratifiedSplit } from '../src/training/split.js';
 import { Encoder } from '../src/preprocessing/transform.js';
@@ -31,6 +34,22 @@ describe('CSV reading', () => {
 
   it('refuses a header that repeats a column name', () => {
     expect(() => parseCsvText('a,a,y\n1,2,TRUE\n')).toThrow(/repeats column name\(s\) "a"/);
+  });
+
+  it('the streaming reader (dataset uploads) builds the same table as the whole-text one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'csv-stream-'));
+    try {
+      const texts = [readFileSync('data/online_shoppers_intention.csv', 'utf8'), '\uFEFF"Name, first";"Name, last";"y"\r\n"A, B";"C";TRUE\r\n\r\n'];
+      for (const [i, text] of texts.entries()) {
+        const path = join(dir, `${i}.csv`);
+        writeFileSync(path, text);
+        expect(await readCsvFileStreaming(path)).toEqual(parseCsvText(text));
+      }
+      writeFileSync(join(dir, 'dup.csv'), 'a,a,y\n1,2,TRUE\n');
+      await expect(readCsvFileStreaming(join(dir, 'dup.csv'))).rejects.toThrow(/repeats column name/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readFileSync, readSync } from 'node:fs';
 import { parse } from 'csv-parse/sync';
+import { parse as parseStream } from 'csv-parse';
 
 export interface CsvTable {
   columns: string[];
@@ -25,15 +26,36 @@ export function detectDelimiter(text: string): string {
   return semicolons > commas ? ';' : ',';
 }
 
+const parseOptions = (delimiter: string) => ({ delimiter, bom: true, skip_empty_lines: true, trim: true, relax_column_count: false });
+
 export function parseCsvText(text: string): CsvTable {
   const delimiter = detectDelimiter(text);
-  const records: string[][] = parse(text, {
-    delimiter,
-    bom: true,
-    skip_empty_lines: true,
-    trim: true,
-    relax_column_count: false,
-  });
+  return tableOf(parse(text, parseOptions(delimiter)) as string[][], delimiter);
+}
+
+/**
+ * The same table, parsed as a stream in chunks: a large upload then shares the event loop with
+ * requests instead of holding it for the whole parse.
+ */
+export async function readCsvFileStreaming(path: string): Promise<CsvTable> {
+  const delimiter = detectDelimiter(readHead(path, 64 * 1024));
+  const records: string[][] = [];
+  for await (const record of createReadStream(path).pipe(parseStream(parseOptions(delimiter)))) records.push(record as string[]);
+  return tableOf(records, delimiter);
+}
+
+/** The first `bytes` of a file as text, without reading the rest. */
+export function readHead(path: string, bytes: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(bytes);
+    return buf.toString('utf8', 0, readSync(fd, buf, 0, bytes, 0));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function tableOf(records: string[][], delimiter: string): CsvTable {
   const [header, ...body] = records;
   if (!header || header.length < 2) throw new Error('CSV needs a header row with at least two columns');
   const columns = header.map((h) => h.trim());

@@ -8,10 +8,9 @@ import type { ModelManager } from '../registry/model-manager.js';
 import type { SegmentService } from './segment-service.js';
 import { coerceFeatures, csvCellValue } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
-import { detectDelimiter } from '../dataset/read-csv.js';
+import { detectDelimiter, readHead } from '../dataset/read-csv.js';
 import { notFound, unavailable } from '../lib/errors.js';
 import { isTerminal, type JobStatus } from '../lib/job-status.js';
-import { closeSync, openSync, readSync } from 'node:fs';
 
 export type ScoringJobKind = 'score-audience' | 'rescore';
 export type ScoringJobStatus = JobStatus;
@@ -230,17 +229,6 @@ export class ScoringJobs extends EventEmitter {
 }
 
 class Cancelled extends Error {}
-
-/** The first `bytes` of a file as text, without reading the rest (uploads may be 100 MB). */
-function readHead(path: string, bytes: number): string {
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(bytes);
-    return buf.toString('utf8', 0, readSync(fd, buf, 0, bytes, 0));
-  } finally {
-    closeSync(fd);
-  }
-}
 
 
 function pushError(job: ScoringJobView, e: { row: number; path: string; message: string }) {

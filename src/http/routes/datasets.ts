@@ -6,7 +6,7 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import { AppError, ValidationError } from '../../lib/errors.js';
-import { readCsvFile } from '../../dataset/read-csv.js';
+import { readCsvFileStreaming } from '../../dataset/read-csv.js';
 import { inferColumnType } from '../../dataset/infer-types.js';
 import { uploadPath, uploadsDir } from '../../dataset/resolve-path.js';
 
@@ -65,7 +65,7 @@ export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
       const bytes = statSync(partial).size;
       let summary: z.infer<typeof DatasetSummary>;
       try {
-        const table = readCsvFile(partial);
+        const table = await readCsvFileStreaming(partial);
         if (table.rows.length === 0) throw new Error('the CSV has a header but no rows');
         summary = {
           uploadId,
