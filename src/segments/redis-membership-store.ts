@@ -43,36 +43,6 @@ return { table.concat(out), lastm, lasts, n }
 `;
 
 /**
- * A re-scored record, written only if the user is still in pi:seen with the expected last-seen
- * time. KEYS: user hash, pi:seen, pi:seg-updated, then one sorted set per segment id. ARGV: userId,
- * expected seen-at, TTL, probability, now, the number of hash fields n, n field/value pairs, then
- * '1'/'0' per segment (member or not). The user's cache key (ck) survives the rewrite, and the hash
- * still expires TTL after the user was last seen, not after the re-score.
- */
-const RESCORE = `
-local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not seen or tonumber(seen) ~= tonumber(ARGV[2]) then return 0 end
-local ck = redis.call('HGET', KEYS[1], 'ck')
-redis.call('DEL', KEYS[1])
-local n = tonumber(ARGV[6])
-local fields = {}
-for i = 1, n * 2 do fields[i] = ARGV[6 + i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-if ck then redis.call('HSET', KEYS[1], 'ck', ck) end
-redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]) * 1000)
-local first = 6 + n * 2
-for i = 4, #KEYS do
-  if ARGV[first + i - 3] == '1' then
-    redis.call('ZADD', KEYS[i], ARGV[4], ARGV[1])
-    redis.call('HSET', KEYS[3], string.sub(KEYS[i], 8), ARGV[5])
-  else
-    redis.call('ZREM', KEYS[i], ARGV[1])
-  end
-end
-return 1
-`;
-
-/**
  * Expires one user if they were still last seen before the cutoff: a user scored after expiry
  * picked them is kept. Removes them from the segments their record lists (which may include ones
  * this replica does not know yet) and from those given. KEYS: user hash, pi:seen. ARGV: userId,
@@ -97,17 +67,27 @@ return 1
 /**
  * A user's new record. Removes them only from the segments their previous record lists and no
  * longer applies to, then adds them to the current ones: the work per user follows their own
- * memberships, not the number of segments defined. KEYS: user hash, pi:seen. ARGV: userId, at,
- * hash TTL (s), probability, the number of hash fields n, n field/value pairs, then the user's
- * segment ids.
+ * memberships, not the number of segments defined. KEYS: user hash, pi:seen. ARGV: userId, last-seen time (ms), hash TTL (s),
+ * probability, guard, the number of hash fields n, n field/value pairs, then the user's segment ids.
+ *
+ * A re-score passes its guard, the last-seen time it read: the record is then written only if the
+ * user is still stored with exactly that time (one erased meanwhile stays erased, one scored
+ * meanwhile keeps the newer record); it keeps the user's cache key (ck), and the hash still
+ * expires TTL after that visit, not after the re-score. Otherwise guard is ''.
  */
 const RECORD_USER = `
+local guarded = ARGV[5] ~= ''
+if guarded then
+  local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if not seen or tonumber(seen) ~= tonumber(ARGV[5]) then return 0 end
+end
 local prev = redis.call('HGET', KEYS[1], 'segs')
-local n = tonumber(ARGV[5])
+local ck = guarded and redis.call('HGET', KEYS[1], 'ck') or false
+local n = tonumber(ARGV[6])
 local fields = {}
-for i = 1, n * 2 do fields[i] = ARGV[5 + i] end
+for i = 1, n * 2 do fields[i] = ARGV[6 + i] end
 local member = {}
-for i = 6 + n * 2, #ARGV do member[ARGV[i]] = true end
+for i = 7 + n * 2, #ARGV do member[ARGV[i]] = true end
 if prev then
   local ok, listed = pcall(cjson.decode, prev)
   if ok and type(listed) == 'table' then
@@ -118,7 +98,12 @@ if prev then
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ck then redis.call('HSET', KEYS[1], 'ck', ck) end
+if guarded then
+  redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]) * 1000)
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 for s in pairs(member) do redis.call('ZADD', 'pi:seg:' .. s, ARGV[4], ARGV[1]) end
 return 1
@@ -155,64 +140,34 @@ export class RedisMembershipStore implements MembershipStore {
     // Defined before any pipeline exists: ioredis copies script commands onto a pipeline when it
     // is created, so one defined later is missing from it.
     const r = redis as unknown as Record<string, unknown>;
-    if (typeof r.piRescore !== 'function') redis.defineCommand('piRescore', { lua: RESCORE });
     if (typeof r.piExpireUser !== 'function') redis.defineCommand('piExpireUser', { numberOfKeys: 2, lua: EXPIRE_USER });
     if (typeof r.piRecordUser !== 'function') redis.defineCommand('piRecordUser', { numberOfKeys: 2, lua: RECORD_USER });
   }
 
   async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
     if (batch.length === 0) return;
-    const p = this.redis.pipeline();
-    const now = Date.now();
+    const p = withScripts(this.redis.pipeline());
     const touched = new Set<string>();
     for (const r of batch) {
+      const at = r.ifSeenAt ?? r.at;
       const fields: Record<string, string> = {
         p: String(r.probability),
         v: r.version,
-        t: String(r.ifSeenAt ?? r.at),
+        t: String(at),
         persona: r.persona === null ? '' : String(r.persona),
         segs: JSON.stringify(r.segments),
       };
       if (r.features) fields.f = JSON.stringify(r.features);
-      if (r.ifSeenAt !== undefined) {
-        const member = new Set(r.segments);
-        const pairs = Object.entries(fields).flat();
-        this.rescoreCommand(p).piRescore(
-          3 + segmentIds.length,
-          K.user(r.userId),
-          K.seen,
-          K.updated,
-          ...segmentIds.map(K.seg),
-          r.userId,
-          r.ifSeenAt,
-          this.ttlSeconds + HASH_TTL_MARGIN_S,
-          r.probability,
-          now,
-          pairs.length / 2,
-          ...pairs,
-          ...segmentIds.map((id) => (member.has(id) ? '1' : '0')),
-        );
-        continue;
-      }
-      if (r.cacheKey) fields.ck = r.cacheKey;
+      if (r.cacheKey && r.ifSeenAt === undefined) fields.ck = r.cacheKey;
       // A record replaces the last one (dropping features when retention is off); a user whose
       // score moved leaves the old band.
       const pairs = Object.entries(fields).flat();
       const member = r.segments.filter((id) => segmentIds.includes(id));
-      (p as unknown as { piRecordUser(...args: (string | number)[]): unknown }).piRecordUser(
-        K.user(r.userId),
-        K.seen,
-        r.userId,
-        r.at,
-        this.ttlSeconds + HASH_TTL_MARGIN_S,
-        r.probability,
-        pairs.length / 2,
-        ...pairs,
-        ...member,
-      );
+      p.piRecordUser(K.user(r.userId), K.seen, r.userId, at, this.ttlSeconds + HASH_TTL_MARGIN_S, r.probability, r.ifSeenAt ?? '', pairs.length / 2, ...pairs, ...member);
       for (const id of member) touched.add(id);
     }
-    for (const id of touched) p.hset(K.updated, id, String(now));
+    const now = String(Date.now());
+    for (const id of touched) p.hset(K.updated, id, now);
     await execOrThrow(p);
   }
 
@@ -221,11 +176,6 @@ export class RedisMembershipStore implements MembershipStore {
    * CSV/NDJSON block (scores in Redis's exact text form) plus the keyset cursor, so Node holds one
    * Buffer per page instead of thousands of member objects — memory stays flat for any size.
    */
-  /** The pipeline's conditional re-score write (RESCORE, defined in the constructor). */
-  private rescoreCommand(p: ReturnType<Redis['pipeline']>): { piRescore(...args: (string | number)[]): unknown } {
-    return p as unknown as { piRescore(...args: (string | number)[]): unknown };
-  }
-
   /** The Lua page renderer, registered once per client (EVALSHA with an EVAL fallback). */
   private get exporter(): { segmentExportPageBuffer(...args: (string | number)[]): Promise<unknown> } {
     const r = this.redis as unknown as Record<string, unknown>;
@@ -322,7 +272,7 @@ export class RedisMembershipStore implements MembershipStore {
       const ids = await this.redis.zrangebyscore(K.seen, '-inf', `(${cutoffMs}`, 'LIMIT', 0, 1000);
       if (ids.length === 0) return removed;
       // Checked and removed per user in one script: one scored since the read above stays.
-      const p = this.redis.pipeline() as unknown as ReturnType<Redis['pipeline']> & { piExpireUser(...args: (string | number)[]): unknown };
+      const p = withScripts(this.redis.pipeline());
       for (const id of ids) p.piExpireUser(K.user(id), K.seen, id, cutoffMs, ...segmentIds);
       const results = await execOrThrow(p);
       removed += results.filter(([, n]) => Number(n) === 1).length;
@@ -410,6 +360,13 @@ export class RedisMembershipStore implements MembershipStore {
     });
     return out;
   }
+}
+
+type ScriptArg = string | number;
+
+/** A pipeline with this store's scripts (defined on the client in the constructor). */
+function withScripts(p: ReturnType<Redis['pipeline']>) {
+  return p as typeof p & { piRecordUser(...args: ScriptArg[]): unknown; piExpireUser(...args: ScriptArg[]): unknown };
 }
 
 /**
