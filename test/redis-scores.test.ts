@@ -135,6 +135,9 @@ describe('score cache L2 (RedisScores)', () => {
       const landed = Array.from({ length: 4 }, (_, b) => `pi:score:h${b}-9`);
       await until(async () => (await client.exists(...landed)) === 4, 'the four waiting batches to land');
       expect(await client.exists('pi:score:h4-0', 'pi:score:h5-0')).toBe(0);
+      // Redis has applied them; wait until the client has taken their replies too (flush waits on
+      // the last batch sent, and replies come in order), so their slots are free again.
+      await store.flush(10_000);
       // Slots free again: the next batch is sent.
       store.write('after', 0.25);
       await store.flush();
