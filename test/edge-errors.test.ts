@@ -80,6 +80,47 @@ describe('edge inputs', () => {
     }
   });
 
+  it('an upload with another part after its file part is a 400, one over the limit a 413, and neither keeps a file', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'edge-data-'));
+    const other = await buildTestApp({ API_KEYS, DATA_DIR: dataDir, UPLOAD_LIMIT_BYTES: '100' });
+    await other.ready();
+    const savedTmp = process.env.TMPDIR;
+    const ownTmp = mkdtempSync(join(tmpdir(), 'edge-tmp-'));
+    process.env.TMPDIR = ownTmp;
+    const b = 'edge-after';
+    const tooBig = `--${b}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\nContent-Type: text/csv\r\n\r\nuserId,PageValues\r\n${'x,1\r\n'.repeat(40)}--${b}--\r\n`;
+    const file = (name: string) => `--${b}\r\nContent-Disposition: form-data; name="${name}"; filename="${name}.csv"\r\nContent-Type: text/csv\r\n\r\nuserId,PageValues\r\nx,1\r\ny,2\r\n`;
+    const trailers = [`--${b}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n`, file('second')];
+    try {
+      for (const trailer of trailers) {
+        const payload = `${file('file')}${trailer}--${b}--\r\n`;
+        for (const [url, headers] of [['/v1/datasets', ADMIN], ['/v1/segments/score', SEG]] as const) {
+          const body = expectError(await other.inject({ method: 'POST', url, headers: { ...headers, 'content-type': `multipart/form-data; boundary=${b}` }, payload }), 400, 'bad_request');
+          expect(body.message).toMatch(/^too many parts for this route/);
+        }
+      }
+      for (const [url, headers] of [['/v1/datasets', ADMIN], ['/v1/segments/score', SEG]] as const) {
+        const body = expectError(await other.inject({ method: 'POST', url, headers: { ...headers, 'content-type': `multipart/form-data; boundary=${b}` }, payload: tooBig }), 413, 'payload_too_large');
+        expect(body.message).toBe('file "big.csv" exceeds UPLOAD_LIMIT_BYTES (100 bytes)');
+      }
+      expect(readdirSync(join(dataDir, 'uploads'))).toEqual([]);
+      expect(readdirSync(ownTmp)).toEqual([]);
+      // The same file alone is accepted by both routes.
+      const payload = `${file('file')}--${b}--\r\n`;
+      const upload = await other.inject({ method: 'POST', url: '/v1/datasets', headers: { ...ADMIN, 'content-type': `multipart/form-data; boundary=${b}` }, payload });
+      expect(upload.statusCode, upload.body).toBe(201);
+      expect(upload.json().rows).toBe(2);
+      const audience = await other.inject({ method: 'POST', url: '/v1/segments/score', headers: { ...SEG, 'content-type': `multipart/form-data; boundary=${b}` }, payload });
+      expect(audience.statusCode, audience.body).toBe(202);
+    } finally {
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
+      await other.close();
+      rmSync(ownTmp, { recursive: true, force: true });
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('an audience upload that cannot start a job (the service is closing) leaves no file in the temp dir', async () => {
     const other = await buildTestApp({ API_KEYS });
     await other.ready();

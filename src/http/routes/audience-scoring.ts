@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { createWriteStream, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ErrorBody, errorResponses } from '../schemas.js';
-import { AppError, ValidationError } from '../../lib/errors.js';
+import { AppError } from '../../lib/errors.js';
+import { receiveOneFile } from '../receive-one-file.js';
 
 /** Audience builds: score a CSV of userId + features in the background, updating memberships. */
 export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
@@ -29,18 +29,8 @@ export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request, reply) => {
       if (!request.isMultipart()) throw new AppError(415, 'unsupported_media_type', 'send multipart/form-data with one CSV file part');
-      // One file part; no other fields are read, so none may pile up in memory.
-      const part = await request.file({ limits: { fileSize: limit, files: 1, fields: 0, parts: 1 } });
-      if (!part) throw new ValidationError([{ path: 'file', message: 'required: one file part with the CSV' }]);
       const path = join(tmpdir(), `audience-${randomUUID()}.csv`); // removed by the job when done
-      try {
-        await pipeline(part.file, createWriteStream(path));
-        if (part.file.truncated) throw new AppError(413, 'payload_too_large', `file exceeds UPLOAD_LIMIT_BYTES (${limit} bytes)`);
-      } catch (err) {
-        rmSync(path, { force: true });
-        if ((err as { statusCode?: number }).statusCode === 413) throw new AppError(413, 'payload_too_large', `file exceeds UPLOAD_LIMIT_BYTES (${limit} bytes)`);
-        throw err;
-      }
+      await receiveOneFile(request, path, limit);
       let job;
       try {
         job = scoringJobs.scoreCsv(path);

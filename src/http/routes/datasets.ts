@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { createWriteStream, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ErrorBody, errorResponses } from '../schemas.js';
@@ -9,6 +8,7 @@ import { AppError, ValidationError } from '../../lib/errors.js';
 import { readCsvFileStreaming } from '../../dataset/read-csv.js';
 import { inferColumnType } from '../../dataset/infer-types.js';
 import { uploadPath, uploadsDir } from '../../dataset/resolve-path.js';
+import { receiveOneFile } from '../receive-one-file.js';
 
 const DatasetSummary = z
   .object({
@@ -41,26 +41,11 @@ export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request, reply) => {
       if (!request.isMultipart()) throw new AppError(415, 'unsupported_media_type', 'send multipart/form-data with one CSV file part');
-      // One file part; no other fields are read, so none may pile up in memory.
-      const part = await request.file({ limits: { fileSize: limit, files: 1, fields: 0, parts: 1 } });
-      if (!part) throw new ValidationError([{ path: 'file', message: 'required: one file part with the CSV' }]);
-
       const dir = uploadsDir(config.DATA_DIR);
       mkdirSync(dir, { recursive: true });
       const uploadId = randomUUID();
       const partial = join(dir, `.${uploadId}.csv.part`); // renamed into place only when complete
-      const tooLarge = () => new AppError(413, 'payload_too_large', `file "${part.filename}" exceeds UPLOAD_LIMIT_BYTES (${limit} bytes)`);
-      try {
-        await pipeline(part.file, createWriteStream(partial, { flags: 'wx' }));
-      } catch (err) {
-        rmSync(partial, { force: true });
-        if ((err as { statusCode?: number }).statusCode === 413) throw tooLarge();
-        throw err;
-      }
-      if (part.file.truncated) {
-        rmSync(partial, { force: true });
-        throw tooLarge();
-      }
+      await receiveOneFile(request, partial, limit);
 
       const bytes = statSync(partial).size;
       let summary: z.infer<typeof DatasetSummary>;
