@@ -102,6 +102,13 @@ describe('canary and shadow rollout (single replica)', () => {
     const anonB = anonymous.filter((p) => p.modelVersion === B).length;
     expect(anonB).toBeGreaterThan(0);
     expect(anonB).toBeLessThan(anonymous.length);
+
+    // A userId of the wrong type is a 400 naming it, as without a canary (it once reached the router: 500).
+    for (const bad of [123, null, {}]) {
+      const res = await app.inject({ method: 'POST', url: '/v1/predict', headers: PREDICT, payload: { userId: bad, features: rows[0] } });
+      expect(res.statusCode, res.body).toBe(400);
+      expect(res.json().details.map((d: { path: string }) => d.path)).toEqual(['userId']);
+    }
   });
 
   it('abort clears the canary: every user is back on the active version', async () => {

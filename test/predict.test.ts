@@ -166,6 +166,16 @@ describe('POST /v1/predict: each bad input is a 400 with the single error body',
     expect(body.details).toEqual([{ path: 'feature', message: 'unknown field' }]);
   });
 
+  it('an unknown top-level key spelled like a feature path is still refused', async () => {
+    const body = expectError(await predict({ features: rows[0], 'features.evil': 1 }), 400, 'validation_error');
+    expect(body.details).toEqual([{ path: 'features.evil', message: 'unknown field' }]);
+  });
+
+  it('a bad query is named together with a bad body', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/predict?explain=maybe', payload: { userId: 5, features: rows[0] } });
+    expect(pathsOf(expectError(res, 400, 'validation_error'))).toEqual(['explain', 'userId']);
+  });
+
   it('three different bad fields give one 400 naming all three paths', async () => {
     const { Month: _m, ...features } = rows[0];
     const body = expectError(await predict({ features: { ...features, Weekend: 'maybe', Coupon: 'SAVE10' } }), 400, 'validation_error');
@@ -263,6 +273,13 @@ describe('POST /v1/predict/batch', () => {
     delete instances[4].features.Month;
     const body = expectError(await batch({ instances }), 400, 'validation_error');
     expect(pathsOf(body)).toEqual(['instances[1].features.Region', 'instances[3].features.Weekend', 'instances[4].features.Month']);
+  });
+
+  it('names an instance that is not an object once, and refuses unknown keys spelled like feature paths', async () => {
+    const body = expectError(await batch({ instances: [{ features: rows[0] }, 'oops', { features: rows[1], 'features.evil': 1 }] }), 400, 'validation_error');
+    expect(pathsOf(body)).toEqual(['instances[1]', 'instances[2].features.evil']);
+    const top = expectError(await batch({ instances: [{ features: rows[0] }], 'instances[0].features': 1 }), 400, 'validation_error');
+    expect(pathsOf(top)).toEqual(['instances[0].features']);
   });
 
   it('names the instance whose features are not an object', async () => {

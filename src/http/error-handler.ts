@@ -2,15 +2,28 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { AppError, type FieldIssue } from '../lib/errors.js';
 
-/** Schema-validation failures (from zod via Fastify) as the service's `details` list. */
-export function schemaIssues(error: unknown): FieldIssue[] {
+/**
+ * Schema-validation failures (from zod via Fastify) as the service's `details` list. `skip` drops
+ * issues by their raw path (before formatting, so a key named "features.x" is not mistaken for a
+ * field under `features`): routes that re-check part of the body more precisely skip that part.
+ */
+export function schemaIssues(error: unknown, skip?: (path: readonly PropertyKey[]) => boolean): FieldIssue[] {
   if (!hasZodFastifySchemaValidationErrors(error)) return [];
   const context = (error as { validationContext?: string }).validationContext ?? 'body';
   const issues = error.validation.flatMap((v) => {
     const path = v.instancePath.split('/').filter(Boolean);
-    return issuesAt(path, { code: v.keyword, message: v.message ?? 'invalid', path: [], ...(v.params as object) }, context);
+    return issuesAt(path, { code: v.keyword, message: v.message ?? 'invalid', path: [], ...(v.params as object) }, context, skip);
   });
-  // zod also runs a field's checks (length, range) on a value of the wrong type: the type is the news.
+  return typeFirst(issues);
+}
+
+/** A zod error from a route's own check (outside Fastify's validation), in the same form. */
+export function zodIssues(error: { issues: readonly unknown[] }, context: string): FieldIssue[] {
+  return typeFirst(error.issues.flatMap((i) => issuesAt([], i as RawIssue, context)));
+}
+
+/** zod also runs a field's checks (length, range) on a value of the wrong type: the type is the news. */
+function typeFirst(issues: FieldIssue[]): FieldIssue[] {
   const wrongType = new Set(issues.filter((i) => i.message.startsWith('Invalid input: expected')).map((i) => i.path));
   return issues.filter((i) => !wrongType.has(i.path) || i.message.startsWith('Invalid input: expected'));
 }
@@ -28,11 +41,14 @@ interface RawIssue {
  * matches no option of a union is reported by the option it came closest to (fewest problems, then
  * the deepest one), so `rule.all[0].gt: expected number` rather than `rule: Invalid input`.
  */
-function issuesAt(base: PropertyKey[], issue: RawIssue, context: string): FieldIssue[] {
+function issuesAt(base: PropertyKey[], issue: RawIssue, context: string, skip?: (path: readonly PropertyKey[]) => boolean): FieldIssue[] {
   const at = [...base, ...issue.path];
-  if (issue.code === 'unrecognized_keys' && issue.keys?.length) return issue.keys.map((k) => ({ path: formatPath([...at, k], context), message: 'unknown field' }));
+  if (issue.code === 'unrecognized_keys' && issue.keys?.length) {
+    return issue.keys.filter((k) => !skip?.([...at, k])).map((k) => ({ path: formatPath([...at, k], context), message: 'unknown field' }));
+  }
+  if (skip?.(at)) return [];
   if (issue.code === 'invalid_union' && issue.errors?.length) {
-    const branches = issue.errors.map((branch) => branch.flatMap((i) => issuesAt(at, i, context)));
+    const branches = issue.errors.map((branch) => branch.flatMap((i) => issuesAt(at, i, context, skip)));
     const depth = (b: FieldIssue[]) => Math.max(...b.map((i) => i.path.length));
     const best = branches.reduce((a, b) => (b.length < a.length || (b.length === a.length && depth(b) > depth(a)) ? b : a));
     if (best.length) return best;

@@ -1,8 +1,9 @@
 import { z } from 'zod';
+import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { errorResponses, Prediction, PredictRequest } from '../schemas.js';
-import { schemaIssues } from '../error-handler.js';
-import { ValidationError } from '../../lib/errors.js';
+import { schemaIssues, zodIssues } from '../error-handler.js';
+import { ValidationError, type FieldIssue } from '../../lib/errors.js';
 import type { PredictInstance } from '../../inference/scorer.js';
 
 /**
@@ -10,6 +11,33 @@ import type { PredictInstance } from '../../inference/scorer.js';
  * costs time on the hottest routes; the response schemas still document them.
  */
 const plainJson = () => (data: unknown) => JSON.stringify(data);
+
+const ExplainQuery = z.object({ explain: z.enum(['true', 'false']).optional() });
+
+/**
+ * Features are checked against the model's spec (coerceFeatures), which names the problem
+ * precisely; the schema's own report on them would only repeat it. Matched on the raw path, so an
+ * unknown top-level key spelled "features.x" is still reported.
+ */
+const underFeatures = (path: readonly PropertyKey[]) => path[0] === 'features';
+const underInstanceFeatures = (path: readonly PropertyKey[]) => path[0] === 'instances' && /^\d+$/.test(String(path[1])) && path[2] === 'features';
+
+/**
+ * Fastify stops validating at the first part that fails (the body before the query), and
+ * attachValidation then leaves the query unchecked: check it here too, so one 400 names both.
+ */
+function requestIssues(request: FastifyRequest, skip: (path: readonly PropertyKey[]) => boolean, querySchema?: z.ZodType): FieldIssue[] {
+  const error = request.validationError;
+  if (!error) return [];
+  const issues = schemaIssues(error, skip);
+  if (querySchema && (error as { validationContext?: string }).validationContext !== 'querystring') {
+    const query = querySchema.safeParse(request.query ?? {});
+    if (!query.success) issues.push(...zodIssues(query.error, 'querystring'));
+  }
+  return issues;
+}
+
+const stringOrUndefined = (v: unknown) => (typeof v === 'string' ? v : undefined);
 
 export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
   const { scorer, auth, config } = app.services;
@@ -25,20 +53,19 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
         tags: ['predict'],
         summary: 'Purchase probability for one session',
         description: 'With ?explain=true the answer adds per-feature contributions (integrated gradients against the training-mean input).',
-        querystring: z.object({ explain: z.enum(['true', 'false']).optional() }),
+        querystring: ExplainQuery,
         body: PredictRequest,
         response: { 200: Prediction, ...errorResponses },
       },
     },
     // Not async: the scorer's promise is returned as is, without wrapping it in another one.
     (request) => {
-      // Features are checked against the model's spec (coerceFeatures), which names the problem
-      // precisely; the schema's own report on them would only repeat it.
-      const issues = request.validationError ? schemaIssues(request.validationError).filter((i) => !/^features(\.|$)/.test(i.path)) : [];
+      const issues = requestIssues(request, underFeatures, ExplainQuery);
       const body = request.body as Partial<z.infer<typeof PredictRequest>> | undefined;
       if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError(issues);
       const explain = (request.query as { explain?: string } | undefined)?.explain === 'true';
-      return scorer.predictOne({ userId: body?.userId, sessionId: body?.sessionId, features: body?.features }, issues, { explain });
+      // A userId of the wrong type is already an issue; it must not reach the canary router either.
+      return scorer.predictOne({ userId: stringOrUndefined(body.userId), sessionId: stringOrUndefined(body.sessionId), features: body.features }, issues, { explain });
     },
   );
 
@@ -61,7 +88,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
       },
     },
     async (request) => {
-      const issues = schemaIssues(request.validationError).filter((i) => !/^instances\[\d+\]\.features(\.|$)/.test(i.path));
+      const issues = requestIssues(request, underInstanceFeatures);
       const body = request.body as { instances?: unknown } | undefined;
       const instances = Array.isArray(body?.instances) ? (body.instances as { features?: unknown; userId?: string }[]) : [];
       if (issues.some((i) => i.path === 'instances' || i.path === 'body')) {
@@ -69,10 +96,18 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
         return scorer.predictMany([], issues);
       }
       if (issues.length === 0) return scorer.predictMany(instances as PredictInstance[]); // schema-checked shape
-      return scorer.predictMany(
-        instances.map((i) => ({ userId: typeof i?.userId === 'string' ? i.userId : undefined, features: i?.features })),
-        issues,
-      );
+      // An instance that is not an object is reported as such; its missing features would only repeat it.
+      const notObjects = new Set(issues.filter((i) => /^instances\[\d+\]$/.test(i.path)).map((i) => `${i.path}.features`));
+      const repeats = (path: string) => notObjects.has(path.replace(/^(instances\[\d+\]\.features).*$/, '$1'));
+      return scorer
+        .predictMany(
+          instances.map((i) => ({ userId: stringOrUndefined(i?.userId), features: i?.features })),
+          issues,
+        )
+        .catch((err: unknown) => {
+          if (err instanceof ValidationError && notObjects.size) throw new ValidationError(err.details.filter((d) => !repeats(d.path)));
+          throw err;
+        });
     },
   );
 };
