@@ -22,23 +22,33 @@ export interface DenseStep {
 export function compileDenseChain(model: tf.LayersModel): DenseStep[] | null {
   if (model.inputs.length !== 1 || model.outputs.length !== 1) return null;
   const steps: DenseStep[] = [];
-  for (const layer of flattenLayers(model)) {
-    const cls = layer.getClassName();
-    if (PASS_THROUGH.has(cls)) continue;
-    if (cls !== 'Dense') return null;
-    const config = layer.getConfig() as { activation?: string; use_bias?: boolean; useBias?: boolean };
-    const activation = String(config.activation ?? 'linear');
-    if (!FUSABLE.has(activation)) return null;
-    const weights = layer.getWeights();
-    const kernel = tf.keep(weights[0].clone()) as tf.Tensor2D;
-    steps.push({
-      kernel,
-      batchKernel: tf.keep(kernel.reshape([1, ...kernel.shape])) as tf.Tensor3D,
-      bias: weights[1] ? (tf.keep(weights[1].clone()) as tf.Tensor1D) : undefined,
-      activation: activation as FusedActivation,
-    });
+  // Every tensor kept so far: kept tensors escape tidy, so a model declined part-way (or a throw)
+  // must free them here, or each load of it would leave the earlier layers' copies behind.
+  const kept: tf.Tensor[] = [];
+  const keep = <T extends tf.Tensor>(t: T): T => (kept.push(t), tf.keep(t));
+  let done = false;
+  try {
+    for (const layer of flattenLayers(model)) {
+      const cls = layer.getClassName();
+      if (PASS_THROUGH.has(cls)) continue;
+      if (cls !== 'Dense') return null;
+      const config = layer.getConfig() as { activation?: string; use_bias?: boolean; useBias?: boolean };
+      const activation = String(config.activation ?? 'linear');
+      if (!FUSABLE.has(activation)) return null;
+      const weights = layer.getWeights();
+      const kernel = keep(weights[0].clone() as tf.Tensor2D);
+      steps.push({
+        kernel,
+        batchKernel: keep(kernel.reshape([1, ...kernel.shape]) as tf.Tensor3D),
+        bias: weights[1] ? keep(weights[1].clone() as tf.Tensor1D) : undefined,
+        activation: activation as FusedActivation,
+      });
+    }
+    done = steps.length > 0;
+    return done ? steps : null;
+  } finally {
+    if (!done) for (const t of kept) t.dispose();
   }
-  return steps.length ? steps : null;
 }
 
 function flattenLayers(model: tf.LayersModel): tf.layers.Layer[] {

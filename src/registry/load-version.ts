@@ -32,13 +32,17 @@ export async function loadVersion(
     model.dispose();
     throw err;
   }
-  const { values } = coerceFeatures(spec, exampleFeatures(spec));
-  const row = new Float32Array(loaded.encoder.width);
-  loaded.encoder.encodeInto(values, row, 0);
-  const [p] = loaded.predictSync(row, 1);
-  if (!Number.isFinite(p) || p < 0 || p > 1) {
+  // The version is nobody else's yet: any failure here (a warm-up that throws included) must
+  // free its runner, chain and weights, or every failed load leaks them.
+  try {
+    const { values } = coerceFeatures(spec, exampleFeatures(spec));
+    const row = new Float32Array(loaded.encoder.width);
+    loaded.encoder.encodeInto(values, row, 0);
+    const [p] = loaded.predictSync(row, 1);
+    if (!Number.isFinite(p) || p < 0 || p > 1) throw new Error(`version ${id} warm-up produced ${p}, not a probability`);
+  } catch (err) {
     loaded.retire();
-    throw new Error(`version ${id} warm-up produced ${p}, not a probability`);
+    throw err;
   }
   return loaded;
 }
