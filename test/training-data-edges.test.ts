@@ -9,6 +9,7 @@ import { stratifiedSplit } from '../src/training/split.js';
 import { Encoder } from '../src/preprocessing/transform.js';
 import { coerceFeatures, csvCellValue, parseCell } from '../src/preprocessing/coerce.js';
 import { labelMatcher } from '../src/dataset/infer-types.js';
+import { parseFeatureSpec } from '../src/preprocessing/feature-spec.js';
 
 /** A small synthetic table: y depends on x; `code` is an integer code written as a float. */
 function csv(rows: number, positives: number, opts: { codeAsFloat?: boolean; big?: number } = {}): string {
@@ -82,6 +83,16 @@ describe('training on awkward data', () => {
     expect(Number.isFinite(result.metrics.test.auc)).toBe(true);
     result.model.dispose();
     await expect(train(csv(200, 2))).rejects.toThrow(/only 2 positive row\(s\): training needs at least 3 of each class/);
+  });
+
+  it('refuses a "__proto__" column (no request could send it), pointing at --exclude; a spec naming it does not parse', async () => {
+    const text = csv(100, 30).replace('x,code,y', 'x,__proto__,y');
+    await expect(train(text)).rejects.toThrow(/column "__proto__" cannot be a feature.*--exclude/);
+    const result = await trainFromTable(parseCsvText(text), { label: 'y', positive: 'TRUE', exclude: ['__proto__'], seed: 3, hyperparameters: { epochs: 2, patience: 1 } });
+    expect(result.spec.features.map((f) => f.name)).toEqual(['x']);
+    result.model.dispose();
+    const spec = JSON.parse(JSON.stringify(result.spec).replace('"name":"x"', '"name":"__proto__"'));
+    expect(() => parseFeatureSpec(spec)).toThrow(/cannot be a feature name/);
   });
 
   it('refuses numeric values a 32-bit model cannot hold, naming the column', async () => {

@@ -4,8 +4,17 @@ import { z } from 'zod';
  * The feature spec is stored with every model version (feature-spec.json). It is the single
  * source of truth for how raw values become the model's input vector, in training and serving.
  */
+/**
+ * JSON bodies cannot carry a `__proto__` key (the body parser refuses it, and assigning it would
+ * set a prototype), so a feature of that name could never be sent: refused wherever specs are made.
+ */
+export const UNSENDABLE_NAME = '__proto__';
+
 const base = {
-  name: z.string().min(1),
+  name: z
+    .string()
+    .min(1)
+    .refine((n) => n !== UNSENDABLE_NAME, { message: `"${UNSENDABLE_NAME}" cannot be a feature name (no JSON body can carry it)` }),
   nullable: z.boolean().default(false),
 };
 

@@ -1,6 +1,6 @@
 import { FLOAT32_MAX, parseCell } from './coerce.js';
 import { numericPreStandardize } from './transform.js';
-import type { FeatureDef, FeatureSpec, FeatureValues } from './feature-spec.js';
+import { UNSENDABLE_NAME, type FeatureDef, type FeatureSpec, type FeatureValues } from './feature-spec.js';
 
 export interface FitOptions {
   /** Categories seen fewer times than this share the out-of-vocabulary bucket, so it gets trained. */
@@ -19,6 +19,7 @@ export function fitFeatureSpec(
   const minCount = opts.minCategoryCount ?? 3;
   const skewLimit = opts.log1pSkew ?? 2;
   const features: FeatureDef[] = columnTypes.map(({ name, type }) => {
+    if (name === UNSENDABLE_NAME) throw new Error(`column "${name}" cannot be a feature: no JSON body can carry that key (leave it out with --exclude)`);
     const cells = rows.map((r) => parseCell(type, r[name]));
     const present = cells.filter((c) => c !== null);
     const nullable = present.length < cells.length;
