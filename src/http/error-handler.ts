@@ -63,7 +63,7 @@ function formatPath(path: PropertyKey[], context: string): string {
 
 /** Clearer words for Fastify's body-parsing errors (the parser keeps no detail of its own). */
 const BODY_MESSAGES: Record<string, string> = {
-  FST_ERR_CTP_INVALID_JSON_BODY: 'body is not valid JSON, or has a "__proto__" or "constructor" key (refused)',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'body is not valid JSON, or has a "__proto__" key or a "constructor" object with a "prototype" (refused)',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'body is empty; send a JSON object',
 };
 
