@@ -47,7 +47,7 @@ function redisKeyFor(app: FastifyInstance, features: Features): string {
   expect(issues).toEqual([]);
   const vector = new Float32Array(model.encoder.width);
   model.encoder.encodeInto(values, vector, 0);
-  return SCORE_PREFIX + cacheKey(model.id, vector);
+  return SCORE_PREFIX + cacheKey(model.cacheScope, vector);
 }
 
 async function readyz(app: FastifyInstance): Promise<{ status: string; redis: string }> {

@@ -9,7 +9,8 @@ export interface ScoreCacheOptions {
 }
 
 /**
- * Two-level score cache keyed by model version + hash of the preprocessed input.
+ * Two-level score cache keyed by a hash of the model version's cache scope (id + manifest digest,
+ * see cache-scope.ts) and the preprocessed input (see cacheKey in scorer.ts).
  * L1 is in-process (bounded LRU with TTL); L2 (Redis, see RedisScores) is optional, and what it
  * finds is copied into L1.
  */

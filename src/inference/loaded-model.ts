@@ -38,8 +38,14 @@ export class LoadedModel {
     readonly spec: FeatureSpec,
     private readonly model: tf.LayersModel,
     batching: { maxBatch: number; maxWaitMs: number; onBatch?: (rows: number) => void },
-    /** Learned personas stored with the version (absent for imported models). */
-    readonly personas: Personas | null = null,
+    /** Learned personas stored with the version (null for imported models). */
+    readonly personas: Personas | null,
+    /**
+     * What this version's score-cache keys are made from: its id plus a digest of its manifest
+     * (see cacheScope in src/cache/cache-scope.ts). Ids are reusable, so the id alone would let a
+     * version registered again under a deleted id be answered with the old version's scores.
+     */
+    readonly cacheScope: string,
   ) {
     this.encoder = new Encoder(spec);
     const outShape = model.outputs[0]?.shape;

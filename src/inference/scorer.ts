@@ -88,7 +88,7 @@ export class Scorer {
     try {
       const { values, oov, issues } = readFeatures(model, instance.features, vector, 0);
       if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
-      const key = cacheKey(model.id, vector);
+      const key = cacheKey(model.cacheScope, vector);
       const persona = model.personaOf(vector);
       let probability = this.cache.getL1(key);
       if (probability === undefined && useL2) probability = await this.cache.getL2(key);
@@ -193,24 +193,27 @@ function readFeatures(model: LoadedModel, features: unknown, out: Float32Array, 
   return { values, oov: issues.length ? undefined : model.encoder.encodeInto(values, out, at), issues };
 }
 
-/** Version id → its UTF-8 bytes with a length prefix (ids are few; encoded once). */
-const versionBytes = new Map<string, Uint8Array>();
+/** Cache scope → its UTF-8 bytes with a length prefix (scopes are few; encoded once). */
+const scopeBytes = new Map<string, Uint8Array>();
 let keyInput = new Uint8Array(1024);
 
 /**
- * The score-cache key of an encoded row: sha1 over (version, row bytes) as base64url. One flat
- * 27-character string straight from the hash, with no concatenation: the key is hashed again by
- * the L1 map and stored there, so a short flat string is cheaper than a version-prefixed one.
+ * The score-cache key of an encoded row: sha1 over (scope, row bytes) as base64url, where the
+ * scope is the model's LoadedModel.cacheScope (version id + manifest digest, so a version id
+ * registered again with other weights never reads the old version's scores, while the same
+ * version on another replica or after a restart has the same keys). One flat 27-character string
+ * straight from the hash, with no concatenation: the key is hashed again by the L1 map and stored
+ * there, so a short flat string is cheaper than a version-prefixed one.
  */
-export function cacheKey(version: string, vector: Float32Array): string {
-  let prefix = versionBytes.get(version);
+export function cacheKey(scope: string, vector: Float32Array): string {
+  let prefix = scopeBytes.get(scope);
   if (!prefix) {
-    const utf8 = new TextEncoder().encode(version);
+    const utf8 = new TextEncoder().encode(scope);
     prefix = new Uint8Array(2 + utf8.length);
     new DataView(prefix.buffer).setUint16(0, utf8.length);
     prefix.set(utf8, 2);
-    if (versionBytes.size > 1000) versionBytes.clear();
-    versionBytes.set(version, prefix);
+    if (scopeBytes.size > 1000) scopeBytes.clear();
+    scopeBytes.set(scope, prefix);
   }
   const length = prefix.length + vector.byteLength;
   if (keyInput.length < length) keyInput = new Uint8Array(length * 2);

@@ -1,6 +1,8 @@
 import { ModelStore } from './model-store.js';
 import { loadLayersModelFromDir } from './keras-topology.js';
 import { LoadedModel } from '../inference/loaded-model.js';
+import { verifyManifest, type Manifest } from './manifest.js';
+import { cacheScope } from '../cache/cache-scope.js';
 import { coerceFeatures } from '../preprocessing/coerce.js';
 import { PersonasSchema, type Personas } from '../segments/personas.js';
 import { existsSync } from 'node:fs';
@@ -16,7 +18,9 @@ export async function loadVersion(
   batching: { maxBatch: number; maxWaitMs: number; onBatch?: (rows: number) => void },
 ): Promise<LoadedModel> {
   if (!store.has(id)) throw new Error(`version ${id} not found`);
-  store.verify(id);
+  // The manifest verified here also scopes the version's score-cache keys (ids are reusable).
+  const manifest = store.readJson<Manifest>(id, 'manifest.json');
+  verifyManifest(store.dir(id), manifest);
   const spec = store.spec(id);
   const personasPath = join(store.dir(id), 'personas.json');
   let personas: Personas | null = null;
@@ -27,7 +31,7 @@ export async function loadVersion(
   let loaded: LoadedModel;
   try {
     if (personas && personas.centroids.some((c) => c.length !== model.inputs[0].shape[1])) throw new Error('personas.json centroids do not match the model input width');
-    loaded = new LoadedModel(id, spec, model, batching, personas);
+    loaded = new LoadedModel(id, spec, model, batching, personas, cacheScope(id, manifest));
   } catch (err) {
     model.dispose();
     throw err;
