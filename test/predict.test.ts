@@ -211,8 +211,8 @@ describe('unseen categories', () => {
     expect(res.statusCode, res.body).toBe(200);
     const p = res.json() as PredictionBody;
     expect(p.warnings).toHaveLength(2);
-    expect(p.warnings.find((w) => w.startsWith('Browser:'))).toMatch(/unseen category "99"/);
-    expect(p.warnings.find((w) => w.startsWith('VisitorType:'))).toMatch(/unseen category "Bot"/);
+    expect(p.warnings.find((w) => w.startsWith('Browser:'))).toMatch(/^Browser: category "99" is not in the model's vocabulary/);
+    expect(p.warnings.find((w) => w.startsWith('VisitorType:'))).toMatch(/^VisitorType: category "Bot" is not in the model's vocabulary/);
     // The warning is part of the answer on a cache hit too.
     const again = (await predict({ features: { ...fresh(3), Browser: 99, VisitorType: 'Bot' } })).json() as PredictionBody;
     expect(again.cached).toBe(true);
@@ -293,7 +293,7 @@ describe('POST /v1/predict/batch', () => {
     const out = res.json() as { predictions: PredictionBody[] };
     expect(out.predictions[0].warnings).toEqual([]);
     expect(out.predictions[1].warnings).toHaveLength(1);
-    expect(out.predictions[1].warnings[0]).toMatch(/^TrafficType: unseen category "999"/);
+    expect(out.predictions[1].warnings[0]).toMatch(/^TrafficType: category "999" is not in the model's vocabulary/);
   });
 
   it('refuses more than BATCH_MAX_INSTANCES (5) and an empty batch', async () => {

@@ -168,7 +168,7 @@ export class Scorer {
       threshold,
       modelVersion: model.id,
       cached,
-      warnings: oov ? oov.map((name) => `${name}: unseen category ${shortJson(values[name])} mapped to the out-of-vocabulary bucket`) : [],
+      warnings: oov ? oov.map((name) => `${name}: category ${shortJson(values[name])} is not in the model's vocabulary (unseen or rare in training); mapped to the out-of-vocabulary bucket`) : [],
       persona,
     };
   }
