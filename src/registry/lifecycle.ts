@@ -4,7 +4,8 @@ import type { ModelStore, StoreState } from './model-store.js';
 import type { ModelManager } from './model-manager.js';
 import type { FleetState } from './fleet-state.js';
 import type { LoadedModel } from '../inference/loaded-model.js';
-import { AppError, conflict, notFound } from '../lib/errors.js';
+import type { FeatureSpec } from '../preprocessing/feature-spec.js';
+import { AppError, conflict, notFound, type FieldIssue } from '../lib/errors.js';
 
 export interface Actor {
   by: string;
@@ -69,7 +70,7 @@ export class Lifecycle {
    */
   activate(id: string, actor: Actor, opts: { ifActive?: string | null } = {}): Promise<StoreState> {
     return this.exclusive(async () => {
-      await this.loadOrExplain(id);
+      const model = await this.loadOrExplain(id);
       let previous: string | null = null;
       const state = await this.fleet.update((s) => {
         this.assertStillStored(id);
@@ -80,6 +81,7 @@ export class Lifecycle {
         s.active = id;
         if (s.canary?.version === id) s.canary = null;
         s.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous, by: actor.by, reason: actor.reason });
+        if (previous !== id) this.endIncompatibleCanary(s, id, model.spec, actor);
       });
       await this.reconcile();
       if (previous !== id) this.activated(id, 'activate');
@@ -92,7 +94,7 @@ export class Lifecycle {
     return this.exclusive(async () => {
       const target = rollbackTarget(await this.fleet.read());
       if (!this.store.has(target.previous)) throw conflict(`previous version ${target.previous} no longer exists`);
-      await this.loadOrExplain(target.previous);
+      const model = await this.loadOrExplain(target.previous);
       const state = await this.fleet.update((s) => {
         // Another replica may have changed the state while the model loaded: roll back only from
         // the state the target was chosen from.
@@ -102,6 +104,7 @@ export class Lifecycle {
         s.active = target.previous;
         if (s.canary?.version === target.previous) s.canary = null;
         s.history.push({ at: new Date().toISOString(), action: 'rollback', version: target.previous, previous: target.current, by: actor.by, reason: actor.reason });
+        this.endIncompatibleCanary(s, target.previous, model.spec, actor);
       });
       await this.reconcile();
       this.activated(target.previous, 'rollback');
@@ -111,13 +114,21 @@ export class Lifecycle {
 
   startCanary(id: string, opts: { percent: number; mode: 'split' | 'shadow' }, actor: Actor): Promise<StoreState> {
     return this.exclusive(async () => {
+      // A split canary answers real requests: it must accept every one the active version accepts
+      // (checked against the active version in the state actually written). A shadow answers none.
       const refuseActive = (s: StoreState) => {
         if (s.active === id) throw conflict(`version ${id} is already active`);
       };
+      const refuseIncompatible = (s: StoreState, spec: FeatureSpec) => {
+        if (!s.active || !this.store.has(s.active)) return; // nothing served to compare with (reconcile checks what it serves)
+        const gap = canaryIncompatibility(this.store.spec(s.active), spec);
+        if (gap) throw new AppError(409, 'incompatible_canary', `version ${id} cannot be a canary of ${s.active}: it would refuse requests ${s.active} accepts (${gap.summary})`, gap.issues);
+      };
       refuseActive(await this.fleet.read());
-      await this.loadOrExplain(id);
+      const model = await this.loadOrExplain(id);
       const state = await this.fleet.update((s) => {
         refuseActive(s);
+        if (opts.mode === 'split') refuseIncompatible(s, model.spec);
         this.assertStillStored(id);
         s.canary = { version: id, percent: opts.mode === 'shadow' ? 0 : opts.percent, mode: opts.mode };
         s.history.push({ at: new Date().toISOString(), action: `canary:${opts.mode}`, version: id, previous: s.active, by: actor.by, reason: actor.reason });
@@ -163,7 +174,35 @@ export class Lifecycle {
       const state = await this.fleet.read();
       if (state.active === id || this.models.active?.id === id) throw conflict(`version ${id} is active`);
       if (state.canary?.version === id) throw conflict(`version ${id} is the canary`);
-      this.store.deleteVersion(id);
+      try {
+        this.store.deleteVersion(id);
+      } finally {
+        // A change refused after loading it (409, or 503 while Redis is down) leaves it prepared:
+        // were it kept, the id registered again with other files would be served from memory.
+        this.models.discard(id);
+      }
+    });
+  }
+
+  /**
+   * After the active version changed to `activeId` (activation, rollback) with a split canary in
+   * place: the canary keeps running if it still accepts every request the new active version
+   * accepts, else it ends in the same state change (recorded in the history). Rollback, the way
+   * out of an incident, is never refused because of a canary. A shadow answers no requests: kept.
+   */
+  private endIncompatibleCanary(s: StoreState, activeId: string, activeSpec: FeatureSpec, actor: Actor): void {
+    const canary = s.canary;
+    if (!canary || canary.mode !== 'split' || !this.store.has(canary.version)) return;
+    const gap = canaryIncompatibility(activeSpec, this.store.spec(canary.version));
+    if (!gap) return;
+    s.canary = null;
+    s.history.push({
+      at: new Date().toISOString(),
+      action: 'abort',
+      version: canary.version,
+      previous: activeId,
+      by: actor.by,
+      reason: `canary ended: it would refuse requests the new active version ${activeId} accepts (${gap.summary})`,
     });
   }
 
@@ -182,7 +221,18 @@ export class Lifecycle {
         const state = await this.fleet.read();
         const active = state.active && this.store.has(state.active) ? state.active : this.store.resolveActive();
         if (active) await this.models.serveActive(active);
-        const canary = state.canary && this.store.has(state.canary.version) ? state.canary : null;
+        let canary = state.canary && this.store.has(state.canary.version) ? state.canary : null;
+        // Changes made here never write such a state, but one written otherwise (an older replica,
+        // a hand-edited state.json) must not route requests to a canary that would refuse them.
+        if (canary?.mode === 'split' && this.models.active) {
+          const gap = canaryIncompatibility(this.models.active.spec, this.store.spec(canary.version));
+          const key = `${this.models.active.id} ${canary.version}`;
+          if (gap) {
+            if (this.refusedCanary !== key) this.log.error({ canary: canary.version, active: this.models.active.id, differences: gap.summary }, 'not serving the canary: it would refuse requests the active version accepts');
+            this.refusedCanary = key;
+            canary = null;
+          }
+        }
         await this.models.serveCanary(canary?.version ?? null);
         // A new shadow session starts from zero on every replica, not only on the one that started it.
         const prev = this.canaryConfig;
@@ -198,6 +248,8 @@ export class Lifecycle {
   }
 
   canaryConfig: StoreState['canary'] = null;
+  /** Active and canary ids of the incompatible canary last logged by reconcile (logged once, not every poll). */
+  private refusedCanary = '';
 
   /** Picks the model for a request: sticky per userId (hashed), random without one. */
   route(userId: string | undefined): LoadedModel | null {
@@ -232,10 +284,10 @@ export class Lifecycle {
     return { version, n: s.n, meanAbsDiff: s.n ? s.absDiff / s.n : 0, labelAgreement: s.n ? s.agree / s.n : 0, incompatible: s.incompatible };
   }
 
-  private async loadOrExplain(id: string): Promise<void> {
+  private async loadOrExplain(id: string): Promise<LoadedModel> {
     if (!this.store.has(id)) throw notFound(`version ${id}`);
     try {
-      await this.models.prepare(id);
+      return await this.models.prepare(id);
     } catch (err) {
       throw new AppError(422, 'load_failed', `version ${id} cannot be served: ${(err as Error).message}`);
     }
@@ -245,6 +297,50 @@ export class Lifecycle {
 /** Stable 0–100 bucket for a userId (sha256, first 4 bytes). */
 export function userBucket(userId: string): number {
   return (createHash('sha256').update(userId).digest().readUInt32BE(0) / 0x1_0000_0000) * 100;
+}
+
+/**
+ * How a canary's input contract falls short of the active version's: every request the active
+ * version accepts must pass the canary's validation too (coerceFeatures), so the feature names
+ * and types must be the same and the canary must accept null wherever the active version does.
+ * Vocabularies may differ (an unseen category goes to the out-of-vocabulary bucket, not an error),
+ * and so may encodings, imputation and order. Null when compatible.
+ */
+export function canaryIncompatibility(active: FeatureSpec, canary: FeatureSpec): { issues: FieldIssue[]; summary: string } | null {
+  const found = differences(active, canary);
+  if (!found.length) return null;
+  const groups = new Map<string, string[]>();
+  for (const d of found) groups.set(d.kind, [...(groups.get(d.kind) ?? []), d.short]);
+  const listed = (names: string[]) => (names.length > 5 ? `${names.slice(0, 5).join(', ')} and ${names.length - 5} more` : names.join(', '));
+  return {
+    issues: found.map((d) => ({ path: `features.${d.name}`, message: d.message })),
+    // One line: "missing: a, b; extra: c; type changed: d (numeric → boolean)".
+    summary: [...groups].map(([kind, names]) => `${kind}: ${listed(names)}`).join('; '),
+  };
+}
+
+interface Difference {
+  kind: 'missing' | 'extra' | 'type changed' | 'null not accepted';
+  name: string;
+  /** For the one-line summary: "Weekend (boolean → numeric)". */
+  short: string;
+  message: string;
+}
+
+function differences(active: FeatureSpec, canary: FeatureSpec): Difference[] {
+  const out: Difference[] = [];
+  const theirs = new Map(canary.features.map((f) => [f.name, f]));
+  const ours = new Set(active.features.map((f) => f.name));
+  for (const f of active.features) {
+    const c = theirs.get(f.name);
+    if (!c) out.push({ kind: 'missing', name: f.name, short: f.name, message: `missing: the active version takes this ${f.type} feature, the canary does not` });
+    else if (c.type !== f.type) out.push({ kind: 'type changed', name: f.name, short: `${f.name} (${f.type} → ${c.type})`, message: `type changed: ${f.type} in the active version, ${c.type} in the canary` });
+    else if (f.nullable && !c.nullable) out.push({ kind: 'null not accepted', name: f.name, short: f.name, message: 'null is accepted by the active version, not by the canary' });
+  }
+  for (const c of canary.features) {
+    if (!ours.has(c.name)) out.push({ kind: 'extra', name: c.name, short: c.name, message: `extra: the canary requires this ${c.type} feature, the active version does not take it` });
+  }
+  return out;
 }
 
 /** The version a rollback returns to: the one active before the current one. */
