@@ -158,7 +158,14 @@ describe('compiled row reader', () => {
   });
 
   it('is not compiled for a spec it cannot express safely; the encoder then always takes the generic path', () => {
-    const spec = parseFeatureSpec({ features: [{ name: '__proto__', type: 'numeric' }] });
+    // parseFeatureSpec refuses this name; the reader must still not trust a spec built without it.
+    expect(() => parseFeatureSpec({ features: [{ name: '__proto__', type: 'numeric' }] })).toThrow(/cannot be a feature name/);
+    const spec: FeatureSpec = {
+      specVersion: 1,
+      features: [{ name: '__proto__', type: 'numeric', nullable: false, impute: 0, transform: 'none', mean: 0, std: 1 }],
+      label: { name: 'y', positive: '1' },
+      threshold: 0.5,
+    };
     expect(compileRowReader(spec)).toBeUndefined();
     expect(new Encoder(spec).readInto({ ['__proto__']: 1 }, new Float32Array(1), 0)).toBeNull();
     expect(compileRowReader(synthetic)).toBeTypeOf('function');
