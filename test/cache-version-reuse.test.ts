@@ -5,11 +5,11 @@ import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cacheScope } from '../src/cache/cache-scope.js';
-import { cacheKey } from '../src/inference/scorer.js';
-import { coerceFeatures } from '../src/preprocessing/coerce.js';
 import type { Manifest } from '../src/registry/manifest.js';
 import { buildTestApp, copyDefaultStore } from './helpers/app.js';
-import { until } from './helpers/http.js';
+import { multipart, until } from './helpers/http.js';
+import { cacheKey } from '../src/inference/scorer.js';
+import { scoreKeyFor } from './helpers/score-key.js';
 import { TestRedis } from './helpers/redis-server.js';
 import { BUNDLED_VERSION, addSecondVersion } from './helpers/second-version.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
@@ -62,27 +62,6 @@ async function computed(app: FastifyInstance, features: Features): Promise<Predi
   const [p] = (res.json() as { predictions: PredictionBody[] }).predictions;
   expect(p.cached).toBe(false);
   return p;
-}
-
-/** The score-cache key (without the Redis prefix) the app's active model stores `features` under. */
-function keyFor(app: FastifyInstance, features: Features): string {
-  const model = app.services.models.active!;
-  const { values, issues } = coerceFeatures(model.spec, features);
-  expect(issues).toEqual([]);
-  const vector = new Float32Array(model.encoder.width);
-  model.encoder.encodeInto(values, vector, 0);
-  return cacheKey(model.cacheScope, vector);
-}
-
-/** A multipart/form-data body as a browser or curl would send it. */
-async function multipart(parts: { name: string; value: Buffer | string; filename?: string }[]) {
-  const form = new FormData();
-  for (const p of parts) {
-    if (p.filename !== undefined) form.append(p.name, new Blob([new Uint8Array(Buffer.from(p.value))]), p.filename);
-    else form.append(p.name, String(p.value));
-  }
-  const res = new Response(form);
-  return { payload: Buffer.from(await res.arrayBuffer()), headers: { 'content-type': res.headers.get('content-type')! } };
 }
 
 /**
@@ -170,13 +149,13 @@ describe('score-cache scope', () => {
     expect(appB.services.models.active!.cacheScope).toBe(scope);
 
     const features = fresh();
-    expect(keyFor(appB, features)).toBe(keyFor(appA, features));
+    expect(scoreKeyFor(appB, features)).toBe(scoreKeyFor(appA, features));
     const first = await predict(appA, features);
     expect(first.cached).toBe(false);
-    await until(() => client.exists(SCORE_PREFIX + keyFor(appA, features)), 'the L2 write to land');
+    await until(() => client.exists(SCORE_PREFIX + scoreKeyFor(appA, features)), 'the L2 write to land');
 
     // appB never computed this row: its answer comes from the entry appA wrote.
-    expect(appB.services.cache.getL1(keyFor(appB, features))).toBeUndefined();
+    expect(appB.services.cache.getL1(scoreKeyFor(appB, features))).toBeUndefined();
     const hitsBefore = appB.services.cache.l2!.hits;
     const fromB = await predict(appB, features);
     expect(fromB).toMatchObject({ cached: true, probability: first.probability, modelVersion: BUNDLED_VERSION });
@@ -198,8 +177,8 @@ describe('score-cache scope', () => {
     expect(onOld2).toMatchObject({ modelVersion: REUSED, cached: false });
     await appA.services.cache.flush(5000); // both old scores are in Redis now
     expect((await predict(appA, row)).cached).toBe(true);
-    const oldKey = keyFor(appA, row);
-    const oldKey2 = keyFor(appA, row2);
+    const oldKey = scoreKeyFor(appA, row);
+    const oldKey2 = scoreKeyFor(appA, row2);
 
     // Another version active, x deleted, different weights registered under the same id x.
     await activate(appA, BUNDLED_VERSION);
@@ -221,13 +200,13 @@ describe('score-cache scope', () => {
     expect(onNew2).toEqual(expect.objectContaining({ modelVersion: REUSED, cached: false, probability: expected2.probability }));
 
     // The old entries are still there (until their TTL), under keys the new version never asks for.
-    expect(keyFor(appA, row)).not.toBe(oldKey);
-    expect(keyFor(appB, row2)).not.toBe(oldKey2);
+    expect(scoreKeyFor(appA, row)).not.toBe(oldKey);
+    expect(scoreKeyFor(appB, row2)).not.toBe(oldKey2);
     expect(appA.services.cache.getL1(oldKey)).toBe(onOld.probability);
     expect(await client.exists(SCORE_PREFIX + oldKey, SCORE_PREFIX + oldKey2)).toBe(2);
 
     // The new version's own entries are shared as usual.
-    await until(() => client.exists(SCORE_PREFIX + keyFor(appB, row2)), 'the new entry to reach Redis');
+    await until(() => client.exists(SCORE_PREFIX + scoreKeyFor(appB, row2)), 'the new entry to reach Redis');
     expect(await predict(appA, row2)).toMatchObject({ cached: true, probability: expected2.probability });
   });
 
@@ -235,7 +214,7 @@ describe('score-cache scope', () => {
     const userId = 'erase-me-1';
     const row = fresh();
     expect((await predict(appA, row, userId)).cached).toBe(false);
-    const key = keyFor(appA, row);
+    const key = scoreKeyFor(appA, row);
     await until(() => client.exists(SCORE_PREFIX + key), 'the entry to reach Redis');
     await until(async () => (await appA.inject({ method: 'GET', url: `/v1/users/${userId}`, headers: SEGMENTS })).statusCode === 200, 'the user record');
 

@@ -3,12 +3,12 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cacheKey } from '../src/inference/scorer.js';
-import { coerceFeatures } from '../src/preprocessing/coerce.js';
 import { buildTestApp } from './helpers/app.js';
 import { TestRedis } from './helpers/redis-server.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
 import { until } from './helpers/http.js';
+import { cacheKey } from '../src/inference/scorer.js';
+import { scoreKeyFor } from './helpers/score-key.js';
 
 type Features = Record<string, unknown>;
 interface PredictionBody {
@@ -41,14 +41,7 @@ async function predict(app: FastifyInstance, features: Features): Promise<Predic
 }
 
 /** The Redis key the service stores this input under for the app's active version. */
-function redisKeyFor(app: FastifyInstance, features: Features): string {
-  const model = app.services.models.active!;
-  const { values, issues } = coerceFeatures(model.spec, features);
-  expect(issues).toEqual([]);
-  const vector = new Float32Array(model.encoder.width);
-  model.encoder.encodeInto(values, vector, 0);
-  return SCORE_PREFIX + cacheKey(model.cacheScope, vector);
-}
+const redisKeyFor = (app: FastifyInstance, features: Features) => SCORE_PREFIX + scoreKeyFor(app, features);
 
 async function readyz(app: FastifyInstance): Promise<{ status: string; redis: string }> {
   return (await app.inject({ method: 'GET', url: '/readyz' })).json();

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp } from './helpers/app.js';
+import { multipart, type FormPart as Part } from './helpers/http.js';
 import { B1, B2, FIXTURE_ROOT, W1, W2, keras2Functional, keras3Functional } from './fixtures/keras/make-fixtures.js';
 import { tf } from '../src/inference/backend.js';
 
@@ -41,23 +42,6 @@ const encodeMixed = (amount: number | null, member: boolean, channel: string) =>
   channel === 'web' ? 1 : 0,
   channel === 'web' ? 0 : 1,
 ];
-
-interface Part {
-  name: string;
-  value: Buffer | string;
-  filename?: string;
-}
-
-/** A multipart/form-data body as a browser or curl would send it. */
-async function multipart(parts: Part[]) {
-  const form = new FormData();
-  for (const p of parts) {
-    if (p.filename !== undefined) form.append(p.name, new Blob([new Uint8Array(Buffer.from(p.value))]), p.filename);
-    else form.append(p.name, String(p.value));
-  }
-  const res = new Response(form);
-  return { payload: Buffer.from(await res.arrayBuffer()), headers: { 'content-type': res.headers.get('content-type')! } };
-}
 
 /** model.json + shards (+ spec, + id) parts for a fixture. */
 function fixtureParts(fx: { modelJson: unknown; files: Map<string, Buffer> }, spec: unknown, extra: Part[] = []): Part[] {

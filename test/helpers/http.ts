@@ -39,3 +39,20 @@ export async function until<T>(check: () => Promise<T> | T, what: string, timeou
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+export interface FormPart {
+  name: string;
+  value: Buffer | string;
+  filename?: string;
+}
+
+/** A multipart/form-data body as a browser or curl would send it, for `app.inject`. */
+export async function multipart(parts: FormPart[]) {
+  const form = new FormData();
+  for (const p of parts) {
+    if (p.filename !== undefined) form.append(p.name, new Blob([new Uint8Array(Buffer.from(p.value))]), p.filename);
+    else form.append(p.name, String(p.value));
+  }
+  const res = new Response(form);
+  return { payload: Buffer.from(await res.arrayBuffer()), headers: { 'content-type': res.headers.get('content-type')! } };
+}
