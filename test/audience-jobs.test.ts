@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, copyDefaultStore } from './helpers/app.js';
@@ -6,6 +6,10 @@ import { shopperFeatureRows } from './helpers/shoppers.js';
 import { addSecondVersion, BUNDLED_VERSION } from './helpers/second-version.js';
 import { until } from './helpers/http.js';
 import type { ScoringJobView } from '../src/segments/scoring-jobs.js';
+import { parseCsvText } from '../src/dataset/read-csv.js';
+import { trainFromTable } from '../src/training/train.js';
+import { saveTrainedVersion } from '../src/training/save-version.js';
+import { ModelStore } from '../src/registry/model-store.js';
 
 const SEG = 'Bearer seg-key-1234';
 const ADMIN = 'Bearer adm-key-1234';
@@ -47,6 +51,7 @@ describe('audience scoring and re-scoring jobs', () => {
     rows.forEach((r, i) => lines.push([`aud-${i}`, ...columns.map((c) => String(r[c]).replace('true', 'TRUE').replace('false', 'FALSE'))].join(',')));
     lines.push(['aud-bad', ...columns.map((c) => (c === 'PageValues' ? 'lots' : String(rows[0][c])))].join(',')); // unparsable number
     lines.push([',', ...columns.slice(1).map(() => '0')].join(',')); // no userId
+    lines.push(['u'.repeat(257), ...columns.map((c) => String(rows[0][c]))].join(',')); // could never be looked up or erased by URL
     const { payload, headers } = multipartCsv(lines.join('\n') + '\n');
     const res = await app.inject({ method: 'POST', url: '/v1/segments/score', payload, headers: { ...headers, authorization: SEG } });
     expect(res.statusCode, res.body).toBe(202);
@@ -57,8 +62,9 @@ describe('audience scoring and re-scoring jobs', () => {
     expect(done.status).toBe('succeeded');
     expect(done.kind).toBe('score-audience');
     expect(done.scored).toBe(rows.length);
-    expect(done.invalid).toBe(2);
+    expect(done.invalid).toBe(3);
     expect(done.errors.map((e) => e.path)).toEqual(expect.arrayContaining(['userId', 'features.PageValues']));
+    expect(done.errors.map((e) => e.message)).toContain('userId longer than 256 characters');
     const bandTotal = (done.segments['high-intent'] ?? 0) + (done.segments['medium-intent'] ?? 0) + (done.segments['low-intent'] ?? 0);
     expect(bandTotal).toBe(rows.length);
 
@@ -80,6 +86,42 @@ describe('audience scoring and re-scoring jobs', () => {
     expect((await app.inject({ url: `/v1/jobs/${jobId}`, headers: { authorization: SEG } })).statusCode).toBe(200);
     expect((await app.inject({ url: '/v1/jobs/not-a-job', headers: { authorization: SEG } })).statusCode).toBe(404);
     await finished(jobId);
+  });
+
+  it('a re-score after activating a version that dropped a feature scores every kept user (the dropped feature is left out)', async () => {
+    const table = parseCsvText(readFileSync('data/online_shoppers_intention.csv', 'utf8'));
+    const result = await trainFromTable(table, {
+      label: 'Revenue',
+      positive: 'TRUE',
+      categorical: ['OperatingSystems', 'Browser', 'Region', 'TrafficType'],
+      exclude: ['SpecialDay'],
+      seed: 1,
+      hyperparameters: { epochs: 1, patience: 1 },
+    });
+    const id = await saveTrainedVersion(new ModelStore(store), result, { id: 'no-special-day', personas: 3 });
+    result.model.dispose();
+    const kept = (await app.services.segments.store.user('aud-5'))?.features;
+    expect(kept && Object.hasOwn(kept, 'SpecialDay')).toBe(true);
+    const jobs: ScoringJobView[] = [];
+    const onJob = (e: { job: ScoringJobView }) => e.job.kind === 'rescore' && jobs.push(e.job);
+    app.services.scoringJobs.on('job', onJob);
+    try {
+      const act = await app.inject({ method: 'POST', url: `/v1/models/${id}/activate`, payload: { reason: 'test' }, headers: { authorization: ADMIN } });
+      expect(act.statusCode, act.body).toBe(200);
+      await until(() => jobs.some((j) => j.status === 'succeeded'), 're-score job to finish', 30_000);
+      const done = jobs.find((j) => j.status === 'succeeded')!;
+      expect(done.invalid).toBe(0);
+      expect(done.scored).toBeGreaterThanOrEqual(rows.length);
+      const user = (await app.inject({ url: '/v1/users/aud-5', headers: { authorization: SEG } })).json() as { modelVersion: string };
+      expect(user.modelVersion).toBe(id);
+      // The kept features stay whole, so a later version that takes SpecialDay again can re-score them.
+      expect(Object.hasOwn((await app.services.segments.store.user('aud-5'))!.features!, 'SpecialDay')).toBe(true);
+    } finally {
+      // Later tests expect the bundled version active, and its re-score done.
+      await app.inject({ method: 'POST', url: `/v1/models/${BUNDLED_VERSION}/activate`, payload: { reason: 'test' }, headers: { authorization: ADMIN } });
+      await until(() => jobs.filter((j) => j.status === 'succeeded').length >= 2, 're-score back to the bundled version', 30_000);
+      app.services.scoringJobs.off('job', onJob);
+    }
   });
 
   it('after an activation, users whose features are kept are re-scored with the new version', async () => {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_USER_ID_LENGTH } from '../lib/user-id.js';
 
 /** Shared wire schemas (zod → validation and OpenAPI). */
 export const ErrorBody = z
@@ -26,8 +27,8 @@ const Features = z
 
 export const PredictRequest = z
   .object({
-    userId: z.string().min(1).max(256).optional(),
-    sessionId: z.string().min(1).max(256).optional(),
+    userId: z.string().min(1).max(MAX_USER_ID_LENGTH).optional(),
+    sessionId: z.string().min(1).max(MAX_USER_ID_LENGTH).optional(),
     features: Features,
   })
   .strict()

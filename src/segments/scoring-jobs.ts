@@ -11,6 +11,7 @@ import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { detectDelimiter, readHead } from '../dataset/read-csv.js';
 import { notFound, unavailable } from '../lib/errors.js';
 import { isTerminal, type JobStatus } from '../lib/job-status.js';
+import { MAX_USER_ID_LENGTH } from '../lib/user-id.js';
 
 export type ScoringJobKind = 'score-audience' | 'rescore';
 export type ScoringJobStatus = JobStatus;
@@ -42,6 +43,8 @@ interface JobRow {
   features: Record<string, unknown>;
   row: number;
   seenAt?: number;
+  /** A re-scored user's kept features, kept as they are (the model now active may take fewer). */
+  kept?: FeatureValues;
 }
 
 /**
@@ -107,9 +110,10 @@ export class ScoringJobs extends EventEmitter {
         for await (const rec of parser as AsyncIterable<Record<string, string>>) {
           n++;
           const userId = rec[userIdColumn]?.trim();
-          if (!userId) {
+          if (!userId || userId.length > MAX_USER_ID_LENGTH) {
+            // A longer id could never be looked up or erased through /v1/users/:userId.
             job.invalid++;
-            pushError(job, { row: n, path: userIdColumn, message: 'missing userId' });
+            pushError(job, { row: n, path: userIdColumn, message: userId ? `userId longer than ${MAX_USER_ID_LENGTH} characters` : 'missing userId' });
             continue;
           }
           const features = Object.fromEntries(spec.features.filter((f) => f.name in rec).map((f) => [f.name, csvCellValue(f.type, rec[f.name])]));
@@ -132,7 +136,11 @@ export class ScoringJobs extends EventEmitter {
     return this.start('rescore', async (_job, emitChunk) => {
       for await (const users of this.segments.store.users(CHUNK)) {
         const withFeatures = users.filter((u) => u.features);
-        if (withFeatures.length) await emitChunk(withFeatures.map((u, i) => ({ userId: u.userId, features: u.features!, row: i, seenAt: u.at })));
+        // Only the features the model now active takes: one it dropped is not a reason to refuse
+        // the row (one it added, or retyped, still is, and is reported as invalid).
+        const names = this.models.active?.spec.features.map((f) => f.name) ?? [];
+        const pick = (kept: FeatureValues) => Object.fromEntries(names.filter((n) => Object.hasOwn(kept, n)).map((n) => [n, kept[n]]));
+        if (withFeatures.length) await emitChunk(withFeatures.map((u, i) => ({ userId: u.userId, features: pick(u.features!), row: i, seenAt: u.at, kept: u.features })));
       }
     });
   }
@@ -196,7 +204,7 @@ export class ScoringJobs extends EventEmitter {
             persona,
             segments: segs,
             at: r.seenAt ?? at,
-            features: this.segments.keepsFeatures ? r.values : undefined,
+            features: this.segments.keepsFeatures ? (r.kept ?? r.values) : undefined,
             ifSeenAt: r.seenAt,
           });
         }

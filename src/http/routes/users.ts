@@ -2,8 +2,9 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import { notFound } from '../../lib/errors.js';
+import { MAX_USER_ID_LENGTH } from '../../lib/user-id.js';
 
-const UserParam = z.object({ userId: z.string().min(1).max(256) });
+const UserParam = z.object({ userId: z.string().min(1).max(MAX_USER_ID_LENGTH) });
 
 /** Per-user view and erasure (right to be forgotten). */
 export const userRoutes: FastifyPluginAsyncZod = async (app) => {
