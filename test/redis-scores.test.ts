@@ -101,6 +101,20 @@ describe('score cache L2 (RedisScores)', () => {
       expect(store.errors).toBe(0);
     }));
 
+  it('delete() right after a write (user erasure) leaves no key: neither the buffered write nor one already on the wire lands later', () =>
+    withStore(2000, async (store) => {
+      store.write('e-buffered', 0.5); // still waiting for the 10 ms flush
+      expect(await store.delete(['e-buffered'])).toBe(0);
+      redis.pause();
+      store.write('e-sent', 0.25);
+      await store.flush(50); // sent, not yet applied: Redis is frozen
+      const erased = store.delete(['e-sent']);
+      redis.resume();
+      expect(await erased).toBe(1); // the write landed first, then the DEL removed it
+      await new Promise((r) => setTimeout(r, 50));
+      expect(await client.exists('pi:score:e-buffered', 'pi:score:e-sent')).toBe(0);
+    }));
+
   it('a Redis whose reads keep timing out is skipped for a while, then probed, and counts as slow meanwhile', () =>
     withStore(20, async (store) => {
       redis.pause();

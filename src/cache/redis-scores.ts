@@ -114,9 +114,17 @@ export class RedisScores {
     clearTimeout(timer);
   }
 
-  /** Deletes the keys given; how many existed. */
+  /**
+   * Deletes the keys given; how many existed. A score computed just before (user erasure) may still
+   * be waiting to be written, or on the wire: it is dropped, or waited for, so it cannot land after
+   * the DEL.
+   */
   async delete(keys: string[]): Promise<number> {
-    if (this.redis.status !== 'ready' || keys.length === 0) return 0;
+    if (keys.length === 0) return 0;
+    const doomed = new Set(keys);
+    this.pendingWrites = this.pendingWrites.filter(([k]) => !doomed.has(k));
+    await this.lastWrite; // batches sent earlier are applied in order, before the DEL below
+    if (this.redis.status !== 'ready') return 0;
     return this.redis.del(...keys.map((k) => PREFIX + k));
   }
 
