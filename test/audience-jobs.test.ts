@@ -1,11 +1,13 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, copyDefaultStore } from './helpers/app.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
 import { addSecondVersion, BUNDLED_VERSION } from './helpers/second-version.js';
 import { until } from './helpers/http.js';
-import type { ScoringJobView } from '../src/segments/scoring-jobs.js';
+import { MAX_AUDIENCE_JOBS, type ScoringJobView } from '../src/segments/scoring-jobs.js';
 import { parseCsvText } from '../src/dataset/read-csv.js';
 import { trainFromTable } from '../src/training/train.js';
 import { saveTrainedVersion } from '../src/training/save-version.js';
@@ -75,6 +77,29 @@ describe('audience scoring and re-scoring jobs', () => {
     expect(user.modelVersion).toBe(BUNDLED_VERSION);
     const high = (await app.inject({ url: '/v1/segments/high-intent', headers: { authorization: SEG } })).json() as { size: number };
     expect(high.size).toBe(done.segments['high-intent'] ?? 0);
+  });
+
+  it(`at most ${MAX_AUDIENCE_JOBS} audience jobs are queued or running at once; another is refused with 429`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'audience-slots-'));
+    const csv = ['userId,' + columns.join(','), 'slot,' + columns.map((c) => String(rows[2][c])).join(',')].join('\n');
+    const paths = Array.from({ length: MAX_AUDIENCE_JOBS + 1 }, (_, i) => join(dir, `${i}.csv`));
+    for (const p of paths) writeFileSync(p, csv);
+    try {
+      // Jobs start on a later tick, so all of these are still queued when the last one asks.
+      const started = paths.slice(0, MAX_AUDIENCE_JOBS).map((p) => app.services.scoringJobs.scoreCsv(p));
+      let refused: unknown;
+      try {
+        app.services.scoringJobs.scoreCsv(paths[MAX_AUDIENCE_JOBS]);
+      } catch (err) {
+        refused = err;
+      }
+      expect(refused).toMatchObject({ statusCode: 429, code: 'too_many_jobs' });
+      for (const j of started) expect((await finished(j.id)).status).toBe('succeeded');
+      // A slot is free again.
+      expect((await finished(app.services.scoringJobs.scoreCsv(paths[MAX_AUDIENCE_JOBS]).id)).status).toBe('succeeded');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a scoring job is readable with a segments or admin key, not a predict key; an unknown id is 404', async () => {

@@ -9,7 +9,7 @@ import type { SegmentService } from './segment-service.js';
 import { coerceFeatures, csvCellValue } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { detectDelimiter, readHead } from '../dataset/read-csv.js';
-import { notFound, unavailable } from '../lib/errors.js';
+import { AppError, notFound, unavailable } from '../lib/errors.js';
 import { isTerminal, type JobStatus } from '../lib/job-status.js';
 import { MAX_USER_ID_LENGTH } from '../lib/user-id.js';
 
@@ -36,6 +36,8 @@ const CHUNK = 1000;
 const MAX_ERRORS = 20;
 /** Finished jobs kept for GET /v1/jobs/:id (oldest dropped first), as for retraining jobs. */
 const KEEP_FINISHED = 100;
+/** Audience jobs queued or running at once; more are refused (429). */
+export const MAX_AUDIENCE_JOBS = 4;
 
 /** One row of a job: a user and their raw features; `seenAt` for re-scores of a stored user. */
 interface JobRow {
@@ -76,7 +78,8 @@ export class ScoringJobs extends EventEmitter {
   }
 
   private prune(): void {
-    const finished = [...this.jobs.values()].filter((j) => isTerminal(j.view.status));
+    // Oldest finished first (not oldest created: a long job that just ended is kept).
+    const finished = [...this.jobs.values()].filter((j) => isTerminal(j.view.status)).sort((a, b) => (a.view.finishedAt ?? '').localeCompare(b.view.finishedAt ?? ''));
     for (const j of finished.slice(0, Math.max(0, finished.length - KEEP_FINISHED))) this.jobs.delete(j.view.id);
   }
 
@@ -97,9 +100,21 @@ export class ScoringJobs extends EventEmitter {
     return this.get(id);
   }
 
+  /**
+   * Refuses (429) a new audience job while MAX_AUDIENCE_JOBS are queued or running: each holds its
+   * upload (up to UPLOAD_LIMIT_BYTES) in the temp dir until it ends. Checked before an upload too.
+   */
+  assertAudienceSlot(): void {
+    const unfinished = [...this.jobs.values()].filter((j) => j.view.kind === 'score-audience' && !isTerminal(j.view.status)).length;
+    if (unfinished >= MAX_AUDIENCE_JOBS) {
+      throw new AppError(429, 'too_many_jobs', `${unfinished} audience jobs are already queued or running (at most ${MAX_AUDIENCE_JOBS}); try again when one has finished`);
+    }
+  }
+
   /** Scores a CSV with a userId column plus the active model's features; the file is removed after. */
   scoreCsv(path: string, userIdColumn = 'userId'): ScoringJobView {
     if (!this.models.active) throw unavailable('no model is loaded');
+    this.assertAudienceSlot();
     return this.start('score-audience', async (job, emitChunk) => {
       const spec = this.models.active!.spec;
       const delimiter = detectDelimiter(readHead(path, 64 * 1024));

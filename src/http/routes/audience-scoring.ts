@@ -7,6 +7,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import { AppError } from '../../lib/errors.js';
 import { receiveOneFile } from '../receive-one-file.js';
+import { MAX_AUDIENCE_JOBS } from '../../segments/scoring-jobs.js';
 
 /** Audience builds: score a CSV of userId + features in the background, updating memberships. */
 export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
@@ -22,13 +23,15 @@ export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
         summary: 'Score an audience CSV (userId + feature columns) as a background job',
         description:
           'multipart/form-data with one CSV file part. Rows are scored in chunks of 1,000 with the active model and update ' +
-          'segment memberships; invalid rows are counted and the first errors reported. Follow the job at GET /v1/jobs/:id.',
+          'segment memberships; invalid rows are counted and the first errors reported. Follow the job at GET /v1/jobs/:id. ' +
+          `At most ${MAX_AUDIENCE_JOBS} audience jobs are queued or running at once; another answers 429.`,
         consumes: ['multipart/form-data'],
-        response: { 202: z.object({ jobId: z.string(), statusUrl: z.string() }), ...errorResponses, 413: ErrorBody, 415: ErrorBody },
+        response: { 202: z.object({ jobId: z.string(), statusUrl: z.string() }), ...errorResponses, 413: ErrorBody, 415: ErrorBody, 429: ErrorBody },
       },
     },
     async (request, reply) => {
       if (!request.isMultipart()) throw new AppError(415, 'unsupported_media_type', 'send multipart/form-data with one CSV file part');
+      scoringJobs.assertAudienceSlot(); // before taking the upload, not after
       const path = join(tmpdir(), `audience-${randomUUID()}.csv`); // removed by the job when done
       await receiveOneFile(request, path, limit);
       let job;
