@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
+import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 
 /**
  * Rule language for segments, over features and the score:
@@ -67,14 +68,16 @@ export const RuleSchema: z.ZodType<Rule> = z.lazy(() =>
 /**
  * Bounds on a rule's shape. Every scored user is checked against every rule on the request path,
  * and a deeply nested rule would exhaust the validator's stack, so size is checked first, on the
- * raw JSON and without recursion.
+ * raw JSON and without recursion. `operands` caps the `in` items summed over the rule: each list
+ * is hashed once per rule, so this bounds the memory and compile time a rule can cost.
  */
-export const RULE_LIMITS = { depth: 16, nodes: 200 } as const;
+export const RULE_LIMITS = { depth: 16, nodes: 200, operands: 1000 } as const;
 
 /** Why a raw rule value is too large or too deep, or null when it is within RULE_LIMITS. */
 export function ruleSizeIssue(value: unknown): string | null {
   const stack: { v: unknown; depth: number }[] = [{ v: value, depth: 1 }];
   let nodes = 0;
+  let operands = 0;
   while (stack.length) {
     const { v, depth } = stack.pop()!;
     if (v === null || typeof v !== 'object' || Array.isArray(v)) continue;
@@ -82,6 +85,9 @@ export function ruleSizeIssue(value: unknown): string | null {
     if (!('all' in o || 'any' in o || 'not' in o || 'feature' in o || 'score' in o)) continue;
     if (++nodes > RULE_LIMITS.nodes) return `a rule may have at most ${RULE_LIMITS.nodes} conditions and groups`;
     if (depth > RULE_LIMITS.depth) return `a rule may nest at most ${RULE_LIMITS.depth} levels deep`;
+    const scoreIn = o.score !== null && typeof o.score === 'object' ? (o.score as { in?: unknown }).in : undefined;
+    for (const list of [o.in, scoreIn]) if (Array.isArray(list)) operands += list.length;
+    if (operands > RULE_LIMITS.operands) return `a rule may have at most ${RULE_LIMITS.operands} "in" operands in all`;
     for (const key of ['all', 'any'] as const) {
       const children = o[key];
       if (Array.isArray(children)) for (const c of children) stack.push({ v: c, depth: depth + 1 });
@@ -99,30 +105,116 @@ export function referencedFeatures(rule: Rule, out = new Set<string>()): Set<str
   return out;
 }
 
+type Value = string | number | boolean | null;
+type Predicate = (values: FeatureValues, score: number) => boolean;
+
+/**
+ * Rules compiled to predicates, once per rule object: every scored user is checked against every
+ * rule on the request path, so `in` lists are hashed here rather than scanned per evaluation.
+ * Stored rules are never mutated (an update stores a new object), so the cache cannot go stale.
+ */
+const compiled = new WeakMap<Rule, Predicate>();
+
 export function evaluateRule(rule: Rule, values: FeatureValues, score: number): boolean {
-  if ('all' in rule) return rule.all.every((r) => evaluateRule(r, values, score));
-  if ('any' in rule) return rule.any.some((r) => evaluateRule(r, values, score));
-  if ('not' in rule) return !evaluateRule(rule.not, values, score);
-  if ('score' in rule) return applyOps(rule.score, score);
-  return applyOps(rule, values[rule.feature] ?? null);
+  let predicate = compiled.get(rule);
+  if (!predicate) compiled.set(rule, (predicate = compileRule(rule)));
+  return predicate(values, score);
 }
 
-/** Numbers and numeric strings compare as numbers; categories compare as strings (2 == "2"). */
-function applyOps(o: Ops, v: string | number | boolean | null): boolean {
-  if (v === null) return o.ne !== undefined; // a missing value is "not equal" to anything, and fails the rest
-  const num = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : NaN;
-  // Equal as numbers when both sides are numeric ("1.50" and 1.5), as text otherwise ("Nov", true).
-  const same = (x: string | number | boolean) => {
-    const xNum = typeof x === 'number' ? x : typeof x === 'string' && x.trim() !== '' ? Number(x) : NaN;
-    return Number.isFinite(xNum) && Number.isFinite(num) ? xNum === num : String(x) === String(v);
+function compileRule(rule: Rule): Predicate {
+  if ('all' in rule) {
+    const parts = rule.all.map(compileRule);
+    return (values, score) => parts.every((p) => p(values, score));
+  }
+  if ('any' in rule) {
+    const parts = rule.any.map(compileRule);
+    return (values, score) => parts.some((p) => p(values, score));
+  }
+  if ('not' in rule) {
+    const inner = compileRule(rule.not);
+    return (values, score) => !inner(values, score);
+  }
+  if ('score' in rule) {
+    const test = compileOps(rule.score);
+    return (_values, score) => test(score);
+  }
+  const test = compileOps(rule);
+  const feature = rule.feature;
+  return (values) => test(values[feature] ?? null);
+}
+
+/**
+ * The number a value or operand stands for, or NaN. Only numbers and decimal number text count
+ * (the project's NUMERIC_TEXT): "0x10", " 12 ", "" and "Infinity" are categories, not numbers.
+ */
+function numberOf(x: Value): number {
+  if (typeof x === 'number') return x;
+  if (typeof x !== 'string' || !NUMERIC_TEXT.test(x)) return NaN;
+  const n = Number(x);
+  return Number.isFinite(n) ? n : NaN;
+}
+
+/** The boolean words requests accept (as coerce.ts reads them), so "TRUE" in a rule means what it means in a request. */
+const BOOLEAN_WORDS: ReadonlyMap<string, boolean> = new Map([
+  ['true', true],
+  ['TRUE', true],
+  ['True', true],
+  ['false', false],
+  ['FALSE', false],
+  ['False', false],
+]);
+const booleanOf = (x: Value): boolean | undefined => (typeof x === 'boolean' ? x : typeof x === 'string' ? BOOLEAN_WORDS.get(x) : undefined);
+
+/**
+ * Equality with any of `operands`, in constant time per check. A boolean value (boolean features
+ * arrive as booleans) equals true/false and the boolean words; a numeric value equals operands of
+ * the same number ("1.50" and 1.5); any other value compares as text (2 == "2", "Nov").
+ */
+function equalsAny(operands: readonly (string | number | boolean)[]): (v: string | number | boolean) => boolean {
+  const numbers = new Set<number>();
+  const texts = new Set<string>();
+  const booleans = new Set<boolean>();
+  for (const x of operands) {
+    const n = numberOf(x);
+    if (!Number.isNaN(n)) numbers.add(n);
+    texts.add(String(x));
+    const b = booleanOf(x);
+    if (b !== undefined) booleans.add(b);
+  }
+  return (v) => {
+    if (typeof v === 'boolean') return booleans.has(v);
+    const n = numberOf(v);
+    // A numeric value's text is decimal, which no non-numeric operand's text is: numbers suffice.
+    return Number.isNaN(n) ? texts.has(String(v)) : numbers.has(n);
   };
-  if (o.eq !== undefined) return same(o.eq);
-  if (o.ne !== undefined) return !same(o.ne);
-  if (o.in !== undefined) return o.in.some(same);
-  if (o.gt !== undefined) return num > o.gt;
-  if (o.gte !== undefined) return num >= o.gte;
-  if (o.lt !== undefined) return num < o.lt;
-  if (o.lte !== undefined) return num <= o.lte;
-  if (o.between !== undefined) return num >= o.between[0] && num <= o.between[1];
-  return false;
+}
+
+/** A missing value (null) is "not equal" to anything, and fails every other operator. */
+function compileOps(o: Ops): (v: Value) => boolean {
+  const { eq, ne, in: anyOf, gt, gte, lt, lte, between } = o;
+  if (eq !== undefined) {
+    const equals = equalsAny([eq]);
+    return (v) => v !== null && equals(v);
+  }
+  if (ne !== undefined) {
+    const equals = equalsAny([ne]);
+    return (v) => v === null || !equals(v);
+  }
+  if (anyOf !== undefined) {
+    const equals = equalsAny(anyOf);
+    return (v) => v !== null && equals(v);
+  }
+  // Ordering: a value that is not a number (NaN) fails every comparison.
+  if (gt !== undefined) return (v) => numberOf(v) > gt;
+  if (gte !== undefined) return (v) => numberOf(v) >= gte;
+  if (lt !== undefined) return (v) => numberOf(v) < lt;
+  if (lte !== undefined) return (v) => numberOf(v) <= lte;
+  if (between !== undefined) {
+    const [lo, hi] = between;
+    return (v) => {
+      const n = numberOf(v);
+      return n >= lo && n <= hi;
+    };
+  }
+  return () => false;
 }

@@ -27,7 +27,7 @@ const withNotFound = { ...errorResponses, 404: ErrorBody, 409: ErrorBody };
 const PROFILE_SAMPLE = 5000;
 const EXPORT_PAGE = 5000;
 
-/** Refuses an oversized or over-deep rule before schema validation walks it (see RULE_LIMITS). */
+/** Refuses an oversized or over-deep rule, or one with too many `in` operands, before schema validation walks it (see RULE_LIMITS). */
 const boundedRule: preValidationHookHandler = (request, _reply, done) => {
   const body = request.body as { rule?: unknown } | null;
   const issue = body && typeof body === 'object' ? ruleSizeIssue(body.rule) : null;
