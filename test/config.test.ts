@@ -53,6 +53,23 @@ describe('loadConfig', () => {
     rejects({ PORT: port }, 'PORT');
   });
 
+  // Each would start and then fail: a timer Node fires at once, an array too large to allocate.
+  it.each([
+    ['SHUTDOWN_TIMEOUT_MS', '3000000000'],
+    ['BATCH_MAX_SIZE', '100000000'],
+    ['CACHE_MAX_ENTRIES', '1e8'],
+    ['REDIS_COMMAND_TIMEOUT_MS', '2147483648'],
+    ['BATCH_MAX_WAIT_MS', '5000'],
+    ['MEMBERSHIP_TTL_DAYS', '100000'],
+  ])('rejects %s=%s (over its upper bound), naming it', (variable, value) => {
+    expect(rejects({ [variable]: value }, variable).message).toMatch(/Too big/);
+  });
+
+  it('accepts values at the upper bounds', () => {
+    const config = loadConfig({ SHUTDOWN_TIMEOUT_MS: '3600000', BATCH_MAX_SIZE: '10000', CACHE_MAX_ENTRIES: '10000000', BATCH_MAX_WAIT_MS: '1000' });
+    expect([config.SHUTDOWN_TIMEOUT_MS, config.BATCH_MAX_SIZE, config.CACHE_MAX_ENTRIES, config.BATCH_MAX_WAIT_MS]).toEqual([3_600_000, 10_000, 10_000_000, 1000]);
+  });
+
   it('rejects TF_BACKEND=gpu naming TF_BACKEND', () => {
     const err = rejects({ TF_BACKEND: 'gpu' }, 'TF_BACKEND');
     expect(err.message).toContain('"gpu"');

@@ -1,8 +1,16 @@
 import { z } from 'zod';
 
 const port = z.coerce.number().int().min(0).max(65535);
-const positiveInt = z.coerce.number().int().positive();
-const nonNegative = z.coerce.number().min(0);
+/**
+ * Every number has an upper bound, so a typo fails at startup rather than later: timers above
+ * 2^31-1 ms fire at once in Node, lru-cache allocates CACHE_MAX_ENTRIES slots up front, and the
+ * micro-batcher allocates BATCH_MAX_SIZE input rows per model.
+ */
+const positiveInt = (max: number) => z.coerce.number().int().positive().max(max);
+const nonNegative = (max: number) => z.coerce.number().min(0).max(max);
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const GiB = 1024 ** 3;
 
 /** Every setting the service reads from the environment, with defaults. */
 export const ConfigSchema = z.object({
@@ -14,22 +22,22 @@ export const ConfigSchema = z.object({
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
     .optional(),
-  CACHE_TTL_SECONDS: positiveInt.default(3600),
-  CACHE_MAX_ENTRIES: positiveInt.default(100_000),
-  REDIS_TIMEOUT_MS: positiveInt.default(5),
-  REDIS_COMMAND_TIMEOUT_MS: positiveInt.default(5000),
+  CACHE_TTL_SECONDS: positiveInt(365 * 24 * 3600).default(3600),
+  CACHE_MAX_ENTRIES: positiveInt(10_000_000).default(100_000),
+  REDIS_TIMEOUT_MS: positiveInt(MINUTE_MS).default(5),
+  REDIS_COMMAND_TIMEOUT_MS: positiveInt(10 * MINUTE_MS).default(5000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   API_KEYS: z.string().optional(),
   TF_BACKEND: z.enum(['auto', 'node', 'wasm', 'cpu']).default('auto'),
-  BATCH_MAX_SIZE: positiveInt.default(256),
-  BATCH_MAX_WAIT_MS: nonNegative.default(0),
-  BATCH_MAX_INSTANCES: positiveInt.default(10_000),
-  BODY_LIMIT_BYTES: positiveInt.default(16 * 1024 * 1024),
-  UPLOAD_LIMIT_BYTES: positiveInt.default(100 * 1024 * 1024),
-  MEMBERSHIP_TTL_DAYS: positiveInt.default(30),
+  BATCH_MAX_SIZE: positiveInt(10_000).default(256),
+  BATCH_MAX_WAIT_MS: nonNegative(1000).default(0),
+  BATCH_MAX_INSTANCES: positiveInt(1_000_000).default(10_000),
+  BODY_LIMIT_BYTES: positiveInt(GiB).default(16 * 1024 * 1024),
+  UPLOAD_LIMIT_BYTES: positiveInt(10 * GiB).default(100 * 1024 * 1024),
+  MEMBERSHIP_TTL_DAYS: positiveInt(3650).default(30),
   FEATURE_RETENTION: z.enum(['on', 'off']).default('on'),
   TRAINING_CPU_SHARE: z.coerce.number().gt(0).max(1).default(0.3),
-  SHUTDOWN_TIMEOUT_MS: positiveInt.default(10_000),
+  SHUTDOWN_TIMEOUT_MS: positiveInt(HOUR_MS).default(10_000),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
