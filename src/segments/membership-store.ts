@@ -73,7 +73,20 @@ export interface MembershipStore {
   getBands(): Promise<Bands | null>;
   setBands(b: Bands): Promise<void>;
   rules(): Promise<RuleSegment[]>;
+  /** Stores a rule unconditionally (seeding, benchmarks); the API goes through createRule. */
   putRule(r: RuleSegment): Promise<void>;
+  /**
+   * Adds a rule only if no rule has its id and fewer than maxRules exist, checked and written
+   * atomically (so the limit and uniqueness hold across replicas). The segment starts empty:
+   * members written under that id since a delete (a replica not yet refreshed) are dropped.
+   */
+  createRule(r: RuleSegment, maxRules: number): Promise<'created' | 'exists' | 'full'>;
+  /**
+   * Replaces a rule with change(current) only if it still exists, atomically with respect to other
+   * writers; null when there is no such rule. change may run more than once and may throw.
+   */
+  updateRule(id: string, change: (current: RuleSegment) => RuleSegment): Promise<RuleSegment | null>;
+  /** Removes a rule and its members; false (and nothing touched) when there is no such rule. */
   deleteRule(id: string): Promise<boolean>;
   close(): Promise<void>;
   /** Optional fast export: pages rendered as CSV/NDJSON text by the store itself. */

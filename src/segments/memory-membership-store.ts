@@ -27,20 +27,23 @@ export class MemoryMembershipStore implements MembershipStore {
 
   async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
     const now = Date.now();
+    const known = new Set(segmentIds);
     for (const r of batch) {
+      const stored = this.usersById.get(r.userId);
       if (r.ifSeenAt !== undefined) {
-        const stored = this.usersById.get(r.userId);
         if (stored?.at !== r.ifSeenAt) continue;
         this.usersById.set(r.userId, { ...r, at: stored.at, cacheKey: stored.cacheKey, ifSeenAt: undefined });
       } else this.usersById.set(r.userId, r);
-      const member = new Set(r.segments);
-      for (const id of segmentIds) {
-        const set = this.segmentSet(id);
-        if (member.has(id)) {
-          set.set(r.userId, r.probability);
-          this.updatedAt.set(id, now);
-          this.sorted.delete(id);
-        } else if (set.delete(r.userId)) this.sorted.delete(id);
+      // As the Redis script: leave every segment the previous record lists and the user is no
+      // longer in (including ones not in segmentIds, e.g. a deleted rule), join the current ones.
+      const member = new Set(r.segments.filter((id) => known.has(id)));
+      for (const id of stored?.segments ?? []) {
+        if (!member.has(id) && this.segments.get(id)?.delete(r.userId)) this.sorted.delete(id);
+      }
+      for (const id of member) {
+        this.segmentSet(id).set(r.userId, r.probability);
+        this.updatedAt.set(id, now);
+        this.sorted.delete(id);
       }
     }
   }
@@ -169,14 +172,35 @@ export class MemoryMembershipStore implements MembershipStore {
     this.ruleDefs.set(r.id, r);
   }
 
+  async createRule(r: RuleSegment, maxRules: number) {
+    if (this.ruleDefs.has(r.id)) return 'exists' as const;
+    if (this.ruleDefs.size >= maxRules) return 'full' as const;
+    this.ruleDefs.set(r.id, r);
+    this.clearSegment(r.id);
+    return 'created' as const;
+  }
+
+  async updateRule(id: string, change: (current: RuleSegment) => RuleSegment) {
+    const current = this.ruleDefs.get(id);
+    if (!current) return null;
+    const next = change(current);
+    this.ruleDefs.set(id, next);
+    return next;
+  }
+
   async deleteRule(id: string) {
-    this.segments.delete(id);
-    this.sorted.delete(id);
-    this.updatedAt.delete(id);
-    return this.ruleDefs.delete(id);
+    if (!this.ruleDefs.delete(id)) return false;
+    this.clearSegment(id);
+    return true;
   }
 
   async close() {}
+
+  private clearSegment(id: string): void {
+    this.segments.delete(id);
+    this.sorted.delete(id);
+    this.updatedAt.delete(id);
+  }
 
   private segmentSet(id: string): Map<string, number> {
     let s = this.segments.get(id);

@@ -67,13 +67,16 @@ return 1
 /**
  * A user's new record. Removes them only from the segments their previous record lists and no
  * longer applies to, then adds them to the current ones: the work per user follows their own
- * memberships, not the number of segments defined. KEYS: user hash, pi:seen. ARGV: userId, last-seen time (ms), hash TTL (s),
- * probability, guard, the number of hash fields n, n field/value pairs, then the user's segment ids.
+ * memberships, not the number of segments defined. KEYS: user hash, pi:seen, pi:seg-updated.
+ * ARGV: userId, last-seen time (ms), hash TTL (s), probability, guard, updated time (ms), the
+ * number of hash fields n, n field/value pairs, then the user's segment ids.
  *
  * A re-score passes its guard, the last-seen time it read: the record is then written only if the
  * user is still stored with exactly that time (one erased meanwhile stays erased, one scored
  * meanwhile keeps the newer record); it keeps the user's cache key (ck), and the hash still
- * expires TTL after that visit, not after the re-score. Otherwise guard is ''.
+ * expires TTL after that visit, not after the re-score. Otherwise guard is ''. Since a guarded
+ * write may be refused, it marks its segments updated here, only when written; unguarded records
+ * pass '' and the caller marks their segments once per batch.
  */
 const RECORD_USER = `
 local guarded = ARGV[5] ~= ''
@@ -83,11 +86,11 @@ if guarded then
 end
 local prev = redis.call('HGET', KEYS[1], 'segs')
 local ck = guarded and redis.call('HGET', KEYS[1], 'ck') or false
-local n = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
 local fields = {}
-for i = 1, n * 2 do fields[i] = ARGV[6 + i] end
+for i = 1, n * 2 do fields[i] = ARGV[7 + i] end
 local member = {}
-for i = 7 + n * 2, #ARGV do member[ARGV[i]] = true end
+for i = 8 + n * 2, #ARGV do member[ARGV[i]] = true end
 if prev then
   local ok, listed = pcall(cjson.decode, prev)
   if ok and type(listed) == 'table' then
@@ -105,7 +108,48 @@ else
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-for s in pairs(member) do redis.call('ZADD', 'pi:seg:' .. s, ARGV[4], ARGV[1]) end
+for s in pairs(member) do
+  redis.call('ZADD', 'pi:seg:' .. s, ARGV[4], ARGV[1])
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], s, ARGV[6]) end
+end
+return 1
+`;
+
+/**
+ * Rule definitions, checked and written in one step so that uniqueness, the limit and existence
+ * hold against concurrent requests and other replicas. KEYS: pi:seg-rules, the segment's set,
+ * pi:seg-updated.
+ *
+ * Create (ARGV: id, rule JSON, max rules): only if absent and under the limit; the segment starts
+ * empty, dropping members a replica with stale definitions wrote under this id after a delete.
+ */
+const CREATE_RULE = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'exists' end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 'full' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 'created'
+`;
+
+/**
+ * Update (KEYS: pi:seg-rules; ARGV: id, the JSON read, the new JSON): compare-and-set, so an update
+ * never brings back a rule deleted meanwhile nor overwrites one it did not read. 1 written, 0 no
+ * such rule, -1 changed since read (read again and retry).
+ */
+const UPDATE_RULE = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+if cur ~= ARGV[2] then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+`;
+
+/** Delete (ARGV: id): members go only with an existing rule (never a band's or persona's). */
+const DELETE_RULE = `
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 `;
 
@@ -141,13 +185,25 @@ export class RedisMembershipStore implements MembershipStore {
     // is created, so one defined later is missing from it.
     const r = redis as unknown as Record<string, unknown>;
     if (typeof r.piExpireUser !== 'function') redis.defineCommand('piExpireUser', { numberOfKeys: 2, lua: EXPIRE_USER });
-    if (typeof r.piRecordUser !== 'function') redis.defineCommand('piRecordUser', { numberOfKeys: 2, lua: RECORD_USER });
+    if (typeof r.piRecordUser !== 'function') redis.defineCommand('piRecordUser', { numberOfKeys: 3, lua: RECORD_USER });
+    if (typeof r.piCreateRule !== 'function') redis.defineCommand('piCreateRule', { numberOfKeys: 3, lua: CREATE_RULE });
+    if (typeof r.piUpdateRule !== 'function') redis.defineCommand('piUpdateRule', { numberOfKeys: 1, lua: UPDATE_RULE });
+    if (typeof r.piDeleteRule !== 'function') redis.defineCommand('piDeleteRule', { numberOfKeys: 3, lua: DELETE_RULE });
+  }
+
+  private get scripts() {
+    return this.redis as unknown as {
+      piCreateRule(...args: ScriptArg[]): Promise<string>;
+      piUpdateRule(...args: ScriptArg[]): Promise<number>;
+      piDeleteRule(...args: ScriptArg[]): Promise<number>;
+    };
   }
 
   async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
     if (batch.length === 0) return;
     const p = withScripts(this.redis.pipeline());
     const touched = new Set<string>();
+    const now = String(Date.now());
     for (const r of batch) {
       const at = r.ifSeenAt ?? r.at;
       const fields: Record<string, string> = {
@@ -163,10 +219,11 @@ export class RedisMembershipStore implements MembershipStore {
       // score moved leaves the old band.
       const pairs = Object.entries(fields).flat();
       const member = r.segments.filter((id) => segmentIds.includes(id));
-      p.piRecordUser(K.user(r.userId), K.seen, r.userId, at, this.ttlSeconds + HASH_TTL_MARGIN_S, r.probability, r.ifSeenAt ?? '', pairs.length / 2, ...pairs, ...member);
-      for (const id of member) touched.add(id);
+      // A guarded write may be refused: the script marks its segments only if it writes.
+      const guarded = r.ifSeenAt !== undefined;
+      p.piRecordUser(K.user(r.userId), K.seen, K.updated, r.userId, at, this.ttlSeconds + HASH_TTL_MARGIN_S, r.probability, r.ifSeenAt ?? '', guarded ? now : '', pairs.length / 2, ...pairs, ...member);
+      if (!guarded) for (const id of member) touched.add(id);
     }
-    const now = String(Date.now());
     for (const id of touched) p.hset(K.updated, id, now);
     await execOrThrow(p);
   }
@@ -339,11 +396,24 @@ export class RedisMembershipStore implements MembershipStore {
     await this.redis.hset(K.rules, r.id, JSON.stringify(r));
   }
 
+  async createRule(r: RuleSegment, maxRules: number): Promise<'created' | 'exists' | 'full'> {
+    return (await this.scripts.piCreateRule(K.rules, K.seg(r.id), K.updated, r.id, JSON.stringify(r), maxRules)) as 'created' | 'exists' | 'full';
+  }
+
+  async updateRule(id: string, change: (current: RuleSegment) => RuleSegment): Promise<RuleSegment | null> {
+    // Each retry means another writer changed the rule in between, so this ends.
+    for (;;) {
+      const read = await this.redis.hget(K.rules, id);
+      if (read === null) return null;
+      const next = change(JSON.parse(read) as RuleSegment);
+      const res = Number(await this.scripts.piUpdateRule(K.rules, id, read, JSON.stringify(next)));
+      if (res === 1) return next;
+      if (res === 0) return null;
+    }
+  }
+
   async deleteRule(id: string): Promise<boolean> {
-    const n = await this.redis.hdel(K.rules, id);
-    await this.redis.del(K.seg(id));
-    await this.redis.hdel(K.updated, id);
-    return n > 0;
+    return Number(await this.scripts.piDeleteRule(K.rules, K.seg(id), K.updated, id)) === 1;
   }
 
   async close(): Promise<void> {}

@@ -40,6 +40,10 @@ export class SegmentService {
   /** Records in write batches chained and not yet settled (bounded: see MAX_PENDING_RECORDS). */
   private pendingRecords = 0;
   private timers: NodeJS.Timeout[] = [];
+  /** Bumped after each definition write here: a refresh that read before it is stale. */
+  private definitionsVersion = 0;
+  /** Rules being deleted here: no new memberships for them, whatever a refresh reads meanwhile. */
+  private readonly deleting = new Set<string>();
   dropped = 0;
 
   /** Records handed to the store and not yet written (or given up). */
@@ -71,9 +75,23 @@ export class SegmentService {
     }
   }
 
-  async refreshDefinitions(): Promise<void> {
-    this.bands = (await this.store.getBands()) ?? DEFAULT_BANDS;
-    this.ruleSegments = await this.store.rules();
+  /** Loads bands and rules; false (nothing applied) when a write here made the read stale. */
+  async refreshDefinitions(): Promise<boolean> {
+    const version = this.definitionsVersion;
+    const bands = (await this.store.getBands()) ?? DEFAULT_BANDS;
+    const rules = await this.store.rules();
+    if (version !== this.definitionsVersion) return false;
+    this.bands = bands;
+    this.ruleSegments = rules.filter((r) => !this.deleting.has(r.id));
+    return true;
+  }
+
+  /** After a definition write: refreshes that read before it are dropped, and a new one applied. */
+  private async definitionsChanged(): Promise<void> {
+    this.definitionsVersion++;
+    while (!(await this.refreshDefinitions())) {
+      /* another write here meanwhile: read again */
+    }
   }
 
   get currentBands(): Bands {
@@ -199,39 +217,62 @@ export class SegmentService {
     if (unknown.length) throw new ValidationError(unknown.map((f) => ({ path: 'rule', message: `unknown feature "${f}" (the active model has no such feature)` })));
   }
 
+  private isReserved(id: string): boolean {
+    return (BAND_IDS as readonly string[]).includes(id) || isPersonaSegment(id);
+  }
+
+  // Existence and the limit are checked by the store, atomically with the write: the definitions
+  // cached here may be up to 2 s old and other replicas write the same rules.
+
   async createRule(input: { id?: string; name: string; description?: string; rule: Rule }): Promise<RuleSegment> {
     this.validateRule(input.rule);
     const id = input.id ?? `rule-${randomBytes(4).toString('hex')}`;
-    if ((BAND_IDS as readonly string[]).includes(id) || isPersonaSegment(id)) throw new AppError(409, 'conflict', `segment id ${id} is reserved`);
-    if (this.ruleSegments.some((r) => r.id === id)) throw new AppError(409, 'conflict', `segment ${id} already exists`);
-    // Every scored user is checked against every rule on the request path: keep that bounded.
-    if (this.ruleSegments.length >= MAX_RULE_SEGMENTS) throw new AppError(409, 'conflict', `at most ${MAX_RULE_SEGMENTS} rule segments; delete one first`);
+    if (this.isReserved(id)) throw new AppError(409, 'conflict', `segment id ${id} is reserved`);
     const now = new Date().toISOString();
     const seg: RuleSegment = { id, name: input.name, description: input.description, rule: input.rule, created: now, updated: now };
-    await this.store.putRule(seg);
-    await this.refreshDefinitions();
+    // Every scored user is checked against every rule on the request path: keep that bounded.
+    const result = await this.store.createRule(seg, MAX_RULE_SEGMENTS);
+    if (result === 'exists') throw new AppError(409, 'conflict', `segment ${id} already exists`);
+    if (result === 'full') throw new AppError(409, 'conflict', `at most ${MAX_RULE_SEGMENTS} rule segments; delete one first`);
+    await this.definitionsChanged();
     return seg;
   }
 
   async updateRule(id: string, input: { name: string; description?: string; rule: Rule }): Promise<RuleSegment> {
-    const existing = this.ruleSegments.find((r) => r.id === id);
-    if (!existing) throw notFound(`rule segment ${id}`);
-    this.validateRule(input.rule);
-    const seg: RuleSegment = { ...existing, name: input.name, description: input.description, rule: input.rule, updated: new Date().toISOString() };
-    await this.store.putRule(seg);
-    await this.refreshDefinitions();
+    // Validated inside the update so that a missing rule is a 404 before an invalid one is a 400.
+    const seg = await this.store.updateRule(id, (existing) => {
+      this.validateRule(input.rule);
+      return { ...existing, name: input.name, description: input.description, rule: input.rule, updated: new Date().toISOString() };
+    });
+    if (!seg) throw notFound(`rule segment ${id}`);
+    await this.definitionsChanged();
     return seg;
   }
 
+  /**
+   * Stops assigning the rule here first, then waits for the writes already queued (they were
+   * computed with it), and only then removes it and its members: otherwise those writes refill it.
+   */
   async deleteRule(id: string): Promise<void> {
-    if (!this.ruleSegments.some((r) => r.id === id)) throw notFound(`rule segment ${id}`);
-    await this.store.deleteRule(id);
-    await this.refreshDefinitions();
+    if (this.isReserved(id)) throw notFound(`rule segment ${id}`);
+    this.deleting.add(id);
+    this.ruleSegments = this.ruleSegments.filter((r) => r.id !== id);
+    let existed: boolean;
+    try {
+      await this.flush();
+      existed = await this.store.deleteRule(id);
+    } finally {
+      // Before the filter goes: a refresh that read the rule before the delete must not restore it.
+      this.definitionsVersion++;
+      this.deleting.delete(id);
+    }
+    await this.definitionsChanged();
+    if (!existed) throw notFound(`rule segment ${id}`);
   }
 
   async setBands(b: Bands): Promise<void> {
     await this.store.setBands(b);
-    await this.refreshDefinitions();
+    await this.definitionsChanged();
   }
 
   /** After an activation: persona segments start empty and fill as users are (re-)scored. */
