@@ -177,6 +177,22 @@ describe.each([
     }
   });
 
+  it("a record scored by a model no longer active (in flight across an activation) is written without that model's persona", async () => {
+    const active = app.services.models.active!.id;
+    const other = active === A ? B : A;
+    const segments = app.services.segments;
+    segments.enqueue({ userId: 'late-persona', probability: 0.9, version: other, persona: 1, segments: ['high-intent', 'persona-1'], at: Date.now() });
+    segments.enqueue({ userId: 'current-persona', probability: 0.9, version: active, persona: 1, segments: ['high-intent', 'persona-1'], at: Date.now() });
+    await segments.flush();
+    const late = await user('late-persona');
+    expect(late?.persona).toBeNull();
+    expect(late?.segments).toEqual(['high-intent']);
+    expect((await user('current-persona'))?.segments).toEqual(expect.arrayContaining(['high-intent', 'persona-1']));
+    const members = (await segments.store.page('persona-1', { limit: 10_000 })).members.map((m) => m.userId);
+    expect(members).toContain('current-persona');
+    expect(members).not.toContain('late-persona');
+  });
+
   it('an activation empties the persona segments of the previous model; other segments stay', async () => {
     const membership = app.services.segments.store;
     const stale = { userId: 'stale-persona', probability: 0.9, version: A, persona: 9, segments: ['persona-9', 'high-intent'], at: Date.now() };

@@ -161,6 +161,15 @@ export class SegmentService {
       if (this.dropped === batch.length || this.dropped % 10_000 < batch.length) this.log.warn({ dropped: this.dropped }, 'membership store is not keeping up; records dropped');
       return this.flushing;
     }
+    // A record scored by a model that is no longer active (a re-score chunk or a request in flight
+    // across an activation) must not put its persona k into the new model's persona k.
+    const active = this.models.active?.id;
+    for (const r of batch) {
+      if (r.persona !== null && r.version !== active) {
+        r.persona = null;
+        r.segments = r.segments.filter((id) => !isPersonaSegment(id));
+      }
+    }
     const ids = this.segmentIds();
     this.pendingRecords += batch.length;
     this.flushing = this.flushing.then(() =>
