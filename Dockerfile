@@ -18,7 +18,8 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY model-store ./model-store
 COPY data ./data
-RUN chown -R node:node /app/model-store /app/data
+# uploads/ exists in the image so a volume mounted there starts owned by the service user.
+RUN mkdir -p /app/data/uploads && chown -R node:node /app/model-store /app/data
 USER node
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
