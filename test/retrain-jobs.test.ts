@@ -130,7 +130,7 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
 
   it('runs a job to success: progress, a new inactive version in the store, service unchanged; a second POST meanwhile is 409', async () => {
     const before = await activeVersion();
-    const jobId = await start(shoppersBody());
+    const jobId = await start(shoppersBody({ exclude: ['SpecialDay'] }));
     const queued = await getJob(jobId);
     expect(['queued', 'running']).toContain(queued.status);
     expect(queued.createdAt).toMatch(/^\d{4}-/);
@@ -154,6 +154,9 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
 
     const version = job.version!;
     expect(app.services.store.has(version)).toBe(true);
+    const features = app.services.store.spec(version).features.map((f) => f.name);
+    expect(features).not.toContain('SpecialDay'); // left out as asked
+    expect(features).toContain('PageValues');
     expect(app.services.store.card(version)).toMatchObject({ source: 'trained', parameters: { dataset: 'shoppers-small.csv', label: { name: 'Revenue', positive: 'TRUE' }, categorical: CATEGORICAL, seed: 7 } });
     const models = (await app.inject({ method: 'GET', url: '/v1/models', headers: ADMIN })).json().models as { id: string; state: string }[];
     expect(models.find((m) => m.id === version)?.state).toBe('inactive');

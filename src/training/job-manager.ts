@@ -31,6 +31,7 @@ export interface RetrainRequest {
   label: string;
   positive: string;
   categorical?: string[];
+  exclude?: string[];
   hyperparameters?: WorkerInput['hyperparameters'];
   seed?: number;
   promote: PromoteMode;
@@ -177,6 +178,7 @@ export class JobManager extends EventEmitter {
       label: req.label,
       positive: req.positive,
       categorical: req.categorical,
+      exclude: req.exclude,
       hyperparameters: req.hyperparameters,
       seed: req.seed,
       storeRoot: this.store.root,

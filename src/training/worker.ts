@@ -37,6 +37,8 @@ export interface WorkerInput {
   label: string;
   positive: string;
   categorical?: string[];
+  /** Columns left out of the features (as the CLI's --exclude). */
+  exclude?: string[];
   hyperparameters?: Partial<Pick<Hyperparameters, 'epochs' | 'hidden' | 'l2' | 'learningRate' | 'batchSize' | 'patience'>>;
   seed?: number;
   storeRoot: string;
@@ -186,7 +188,7 @@ async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promis
   const categorical = input.categorical ?? [];
   const result = await trainFromTable(
     table,
-    { label: input.label, positive: input.positive, categorical, seed: input.seed, hyperparameters: input.hyperparameters },
+    { label: input.label, positive: input.positive, categorical, exclude: input.exclude, seed: input.seed, hyperparameters: input.hyperparameters },
     {
       pacer,
       onLog: (message) => post({ type: 'log', message }),

@@ -22,6 +22,7 @@ const RetrainRequest = z
     label: column.describe('Label column'),
     positive: z.string().min(1).max(200).describe('Label value meaning "purchased" (true/yes/1 match each other)'),
     categorical: z.array(column).max(500).optional().describe('Columns to treat as categories even if numeric (codes)'),
+    exclude: z.array(column).max(500).optional().describe('Columns to leave out of the features (ids, free text, leaks of the label)'),
     hyperparameters: z
       .object({
         epochs: z.number().int().min(1).max(1000).optional(),
@@ -173,6 +174,7 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
           label: body.label,
           positive: body.positive,
           categorical: body.categorical,
+          exclude: body.exclude,
           hyperparameters: body.hyperparameters,
           seed: body.seed,
           promote: body.promote,
