@@ -18,7 +18,14 @@ import { Encoder } from '../preprocessing/transform.js';
 import { exampleFeatures } from './load-version.js';
 import { buildManifest } from './manifest.js';
 import { ModelStore, type VersionCard } from './model-store.js';
-import { UnsupportedLayerError, assertSupportedLayers, loadLayersModelFromFiles, normalizeModelJson } from './keras-topology.js';
+import {
+  KerasSemanticsError,
+  UnsupportedLayerError,
+  assertKerasSemantics,
+  assertSupportedLayers,
+  loadLayersModelFromFiles,
+  normalizeModelJson,
+} from './keras-topology.js';
 
 export interface ImportInput {
   /** model.json exactly as written by tensorflowjs_converter. */
@@ -35,6 +42,10 @@ export interface ImportInput {
 const RESERVED = new Set(['model.json', 'feature-spec.json', 'card.json', 'manifest.json', 'metrics.json', 'personas.json']);
 const PLAIN_FILE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const SIGMOID_LIKE = new Set(['sigmoid', 'hardsigmoid']);
+/** Layers whose output has their input's values at inference time: the activation that counts is before them. */
+const PASS_THROUGH = new Set(['Dropout', 'SpatialDropout1D', 'SpatialDropout2D', 'SpatialDropout3D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'ActivityRegularization', 'Flatten', 'Reshape']);
+/** Merges that keep every value in [0, 1] when all their inputs are. */
+const PROBABILITY_MERGES = new Set(['Average', 'Maximum', 'Minimum']);
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -161,6 +172,12 @@ async function validate(input: Pick<ImportInput, 'modelJson' | 'shards' | 'featu
     throw invalidModel(`model.json topology could not be read: ${topologyProblem(err)}`);
   }
   try {
+    assertKerasSemantics(raw);
+  } catch (err) {
+    if (err instanceof KerasSemanticsError) throw invalidModel(err.message, [{ path: 'model.json', message: err.message }]);
+    throw invalidModel(topologyProblem(err));
+  }
+  try {
     assertSupportedLayers(normalized.modelJson);
   } catch (err) {
     if (err instanceof UnsupportedLayerError) {
@@ -250,12 +267,34 @@ function checkShapes(model: tf.LayersModel, spec: FeatureSpec): void {
   if (outShape.length !== 2 || outShape[1] !== 1) {
     throw invalidModel(`the model output has shape ${JSON.stringify(outShape)}; expected [null, 1] (one sigmoid probability per row)`);
   }
-  const activation = (model.outputs[0].sourceLayer.getConfig() as { activation?: unknown }).activation;
-  if (typeof activation === 'string' && !SIGMOID_LIKE.has(activation.toLowerCase().replaceAll('_', ''))) {
-    throw invalidModel(
-      `the output layer "${model.outputs[0].sourceLayer.name}" has activation "${activation}"; it must output a probability (sigmoid)`,
-    );
+  const problem = notAProbability(model.outputs[0]);
+  if (problem) throw invalidModel(`${problem}; it must output a probability (sigmoid)`);
+}
+
+/**
+ * Why `t` is not known to be a probability, or null when it is: the layer that sets its values,
+ * found by walking back through pass-through layers (a logits Dense followed by Dropout is still
+ * logits) and into nested models, must have a sigmoid-like activation. The warm-up alone cannot
+ * tell: a logit can happen to fall in [0, 1] on the example row.
+ */
+function notAProbability(t: tf.SymbolicTensor, via: string[] = []): string | null {
+  const layer = t.sourceLayer;
+  const cls = layer.getClassName();
+  const inputs = layer.inboundNodes[t.nodeIndex]?.inputTensors ?? [];
+  const nested = (layer as unknown as { outputs?: tf.SymbolicTensor[] }).outputs;
+  if (PASS_THROUGH.has(cls) && inputs.length === 1) return notAProbability(inputs[0], [...via, layer.name]);
+  if (['Sequential', 'Model', 'Functional'].includes(cls) && nested?.[t.tensorIndex]) return notAProbability(nested[t.tensorIndex], [...via, layer.name]);
+  if (PROBABILITY_MERGES.has(cls) && inputs.length > 0) {
+    for (const x of inputs) {
+      const problem = notAProbability(x, [...via, layer.name]);
+      if (problem) return problem;
+    }
+    return null;
   }
+  const where = via.length ? `the layer "${layer.name}" that sets the model output (reached through ${via.map((n) => `"${n}"`).join(', ')})` : `the output layer "${layer.name}"`;
+  const activation = (layer.getConfig() as { activation?: unknown }).activation;
+  if (typeof activation !== 'string') return `${where} is a ${cls} layer, which has no activation`;
+  return SIGMOID_LIKE.has(activation.toLowerCase().replaceAll('_', '')) ? null : `${where} has activation "${activation}"`;
 }
 
 /** Predicts on the spec's imputation values; the result must be a probability. */

@@ -135,6 +135,12 @@ function normalizeValues(root: Json, changes: string[]): void {
           counts.meta++;
         }
       }
+      // Keras 3 LeakyReLU writes only `negative_slope`; tfjs reads `alpha` and would default it to 0.3.
+      if (v.class_name === 'LeakyReLU' && isObj(v.config) && 'negative_slope' in v.config && !('alpha' in v.config)) {
+        v.config.alpha = v.config.negative_slope;
+        delete v.config.negative_slope;
+        changes.push(`${String(v.config.name ?? 'LeakyReLU')}: negative_slope → alpha`);
+      }
       const alias = /_(initializer|regularizer|constraint)$/.test(key) ? CLASS_ALIASES[String(v.class_name)] : undefined;
       if (alias) {
         const [cls, config] = alias(isObj(v.config) ? v.config : {});
@@ -149,6 +155,85 @@ function normalizeValues(root: Json, changes: string[]): void {
   walk(root, '');
   if (counts.dtype) changes.push(`replaced ${counts.dtype} DTypePolicy object(s) with dtype strings`);
   if (counts.meta) changes.push(`stripped ${counts.meta} Keras 3 metadata key(s) (module/registered_name/build_config/compile_config)`);
+}
+
+/** A model tfjs would load but compute differently from the Keras that wrote it. */
+export class KerasSemanticsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'KerasSemanticsError';
+  }
+}
+
+/**
+ * Whether Keras 3 wrote this (raw, not yet normalized) model.json: its keras_version or generatedBy
+ * says 3.x, or it holds something only Keras 3 writes (`__keras_tensor__` nodes, InputLayer
+ * `batch_shape`, DTypePolicy objects, LeakyReLU `negative_slope`). Either is enough: a wrong
+ * "Keras 3" only refuses a model, a wrong "Keras 2" serves different numbers.
+ */
+export function isKeras3(modelJson: unknown): boolean {
+  if (!isObj(modelJson)) return false;
+  const topo = isObj(modelJson.modelTopology) ? modelJson.modelTopology : modelJson;
+  const versions = [topo.keras_version, typeof modelJson.generatedBy === 'string' ? modelJson.generatedBy.replace(/^keras v/i, '') : null];
+  if (versions.some((v) => typeof v === 'string' && Number.parseInt(v, 10) >= 3)) return true;
+  const walk = (v: Json): boolean => {
+    if (Array.isArray(v)) return v.some(walk);
+    if (!isObj(v)) return false;
+    const cls = v.class_name;
+    const cfg = isObj(v.config) ? v.config : undefined;
+    if (cls === '__keras_tensor__' || (typeof cls === 'string' && cls.endsWith('DTypePolicy'))) return true;
+    if (cfg && ((cls === 'InputLayer' && 'batch_shape' in cfg) || (cls === 'LeakyReLU' && 'negative_slope' in cfg))) return true;
+    return Object.values(v).some(walk);
+  };
+  return walk(topo);
+}
+
+/**
+ * Activations whose Keras 3 definition differs from the Keras 2 one tfjs implements under the
+ * same name (keras/src/activations/activations.py). Other built-in names either mean the same in
+ * Keras 2, Keras 3 and tfjs (relu, relu6, elu, selu, sigmoid, tanh, softplus, softsign, softmax,
+ * log_softmax, silu/swish, mish, gelu — exact erf form in all three) or are unknown to tfjs, which
+ * then fails to load the model (leaky_relu, hard_silu/hard_swish, exponential, celu, glu, …).
+ */
+const KERAS3_ONLY_MEANING: Record<string, string> = {
+  hardsigmoid: 'Keras 3 defines hard_sigmoid as relu6(x + 3) / 6, TensorFlow.js computes the Keras 2 clip(0.2·x + 0.5, 0, 1)',
+};
+
+/**
+ * Throws KerasSemanticsError for a (raw) model.json that tfjs would load but compute differently
+ * from Keras: a Keras 3 activation that means something else in tfjs, or a ReLU layer with a
+ * negative_slope or threshold (tfjs's ReLU layer ignores both, in any Keras version).
+ */
+export function assertKerasSemantics(modelJson: unknown): void {
+  const entry = isObj(modelJson) ? modelEntry(modelJson) : undefined;
+  if (!entry) return;
+  const keras3 = isKeras3(modelJson);
+  const walk = (v: Json): void => {
+    if (Array.isArray(v)) return v.forEach(walk);
+    if (!isObj(v)) return;
+    const cfg = isObj(v.config) ? v.config : undefined;
+    if (cfg && typeof v.class_name === 'string') {
+      const name = typeof cfg.name === 'string' ? cfg.name : v.class_name;
+      for (const [k, a] of Object.entries(cfg)) {
+        if (!keras3 || !k.endsWith('activation') || typeof a !== 'string') continue;
+        const why = KERAS3_ONLY_MEANING[a.toLowerCase().replaceAll('_', '')];
+        if (why) {
+          throw new KerasSemanticsError(
+            `layer "${name}" uses ${k} "${a}" from a Keras 3 model: ${why}, so it would be served with different values; ` +
+              'use "sigmoid", or retrain with an activation both define the same way',
+          );
+        }
+      }
+      if (v.class_name === 'ReLU' && [cfg.negative_slope, cfg.threshold].some((x) => typeof x === 'number' && x !== 0)) {
+        throw new KerasSemanticsError(
+          `ReLU layer "${name}" has negative_slope ${String(cfg.negative_slope ?? 0)} and threshold ${String(cfg.threshold ?? 0)}; ` +
+            'TensorFlow.js\'s ReLU layer ignores both (use LeakyReLU for a negative slope)',
+        );
+      }
+    }
+    Object.values(v).forEach(walk);
+  };
+  walk(entry);
 }
 
 /** Every layer (and model) name in the topology, nested models included. */
@@ -243,6 +328,7 @@ export async function loadLayersModelFromFiles(
   modelJson: object,
   weightFiles: Map<string, Uint8Array | Buffer>,
 ): Promise<tf.LayersModel> {
+  assertKerasSemantics(modelJson); // on the raw file: normalization removes what tells Keras 3 apart
   const norm = normalizeModelJson(modelJson).modelJson as Obj;
   assertSupportedLayers(norm);
   const entry = modelEntry(norm)!;
