@@ -1,7 +1,8 @@
 /**
- * Quality evaluation as a client would run it: split the CSV 80/20 (stratified, seeded), train
- * with the CLI's pipeline on the 80 % only, serve the result, score the unseen 20 % through
- * POST /v1/predict/batch and report AUC and friends.
+ * Quality evaluation as a client would run it: drop exact duplicate rows (as training's cleaning
+ * does), split the rest 80/20 (stratified, seeded), train with the CLI's pipeline on the 80 % only,
+ * serve the result, score the unseen 20 % through POST /v1/predict/batch and report AUC and
+ * friends. De-duplicating first keeps copies of training rows out of the hold-out.
  *
  *   npm run evaluate -- [--data data/online_shoppers_intention.csv] [--label Revenue] [--positive TRUE]
  *                       [--categorical OperatingSystems,Browser,Region,TrafficType] [--seed 42] [--splits 1]
@@ -12,6 +13,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { readCsvFile, type CsvTable } from '../src/dataset/read-csv.js';
 import { labelMatcher } from '../src/dataset/infer-types.js';
+import { dropDuplicateRows } from '../src/dataset/prepare.js';
 import { parseCell } from '../src/preprocessing/coerce.js';
 import { stratifiedSplit } from '../src/training/split.js';
 import { trainFromTable } from '../src/training/train.js';
@@ -34,7 +36,12 @@ const { values } = parseArgs({
 });
 
 await initBackend((process.env.TF_BACKEND as 'auto') ?? 'auto');
-const table = readCsvFile(values.data!);
+const raw = readCsvFile(values.data!);
+// The same de-duplication as training's cleaning, before the split: otherwise a row and its copy
+// can land on both sides, and the hold-out scores rows the model was trained on.
+const deduped = dropDuplicateRows(raw, { label: values.label! });
+const table: CsvTable = { ...raw, rows: deduped.rows };
+console.log(`${raw.rows.length} rows read, ${deduped.duplicatesDropped} exact duplicates dropped before splitting`);
 const isPositive = labelMatcher(values.positive!);
 const labels = Uint8Array.from(table.rows, (r) => (isPositive(r[values.label!] ?? '') ? 1 : 0));
 const categorical = values.categorical ? values.categorical.split(',') : [];

@@ -9,6 +9,7 @@ import { stratifiedSplit } from '../src/training/split.js';
 import { Encoder } from '../src/preprocessing/transform.js';
 import { coerceFeatures, csvCellValue, parseCell } from '../src/preprocessing/coerce.js';
 import { labelMatcher } from '../src/dataset/infer-types.js';
+import { prepareDataset } from '../src/dataset/prepare.js';
 import { parseFeatureSpec } from '../src/preprocessing/feature-spec.js';
 
 /** A small synthetic table: y depends on x; `code` is an integer code written as a float. */
@@ -111,5 +112,42 @@ describe('training on awkward data', () => {
     for (const cell of ['1.0', ' 2.00 ', '3']) expect(csvCellValue('categorical', cell)).toBe(parseCell('categorical', cell));
     expect(csvCellValue('categorical', '02')).toBe('02'); // a leading zero is part of a code, not a float
     result.model.dispose();
+  });
+});
+
+describe('duplicate rows are judged on the columns training uses', () => {
+  /** Each (x, code, y) row twice, under two different ids; plus one row whose copy differs in its label only. */
+  function withIds(): string {
+    const lines = ['id,x,code,y'];
+    let id = 0;
+    for (let i = 0; i < 60; i++) {
+      const row = `${(i * 0.37).toFixed(2)},${(i % 3) + 1},${i < 20 ? 'TRUE' : 'FALSE'}`;
+      lines.push(`u${id++},${row}`, `u${id++},${row}`);
+    }
+    lines.push(`u${id++},99,1,TRUE`, `u${id++},99,1,FALSE`);
+    return lines.join('\n');
+  }
+
+  it('rows that differ only in an excluded column are duplicates; a different label is not', () => {
+    const table = parseCsvText(withIds());
+    const prepared = prepareDataset(table, { label: 'y', positive: 'TRUE', exclude: ['id'] });
+    expect(prepared.report.duplicatesDropped).toBe(60);
+    expect(prepared.report.rowsKept).toBe(62);
+    // The first of each pair is kept.
+    expect(prepared.rows.slice(0, 2).map((r) => r.id)).toEqual(['u0', 'u2']);
+    const features = prepared.rows.map((r) => `${r.x},${r.code},${r.y}`);
+    expect(new Set(features).size).toBe(features.length);
+    // An id that is a feature (not excluded) makes every row distinct.
+    expect(prepareDataset(table, { label: 'y', positive: 'TRUE' }).report.duplicatesDropped).toBe(0);
+  });
+
+  it('so the same example cannot land in both the training and the test split', async () => {
+    await initBackend('wasm');
+    const result = await trainFromTable(parseCsvText(withIds()), { label: 'y', positive: 'TRUE', exclude: ['id'], seed: 3, hyperparameters: { epochs: 1, patience: 1 } });
+    result.model.dispose();
+    expect(result.cleaning.duplicatesDropped).toBe(60);
+    expect(result.split.train + result.split.validation + result.split.test).toBe(62);
+    // Only first copies (even ids) remain to be split, and the pair that differs in its label.
+    for (const r of result.testSet.rows) expect(Number(r.id.slice(1)) % 2 === 0 || r.id === 'u121', r.id).toBe(true);
   });
 });

@@ -17,6 +17,12 @@ export interface CleaningReport {
   blankCells: Record<string, number>;
   rowsKept: number;
   positives: number;
+  /**
+   * Columns left out of the features because they have no value to learn from, with the reason:
+   * blank in every row, or (added by training) blank in every row of the training split. Present
+   * only when some column was left out.
+   */
+  columnsLeftOut?: Record<string, string>;
 }
 
 export interface PreparedDataset {
@@ -26,7 +32,38 @@ export interface PreparedDataset {
   report: CleaningReport;
 }
 
-/** Drops exact duplicate and unlabeled rows, counts blank cells, infers column types. */
+/** The columns training uses, in table order: every column but the excluded ones (the label included). */
+export function usedColumns(columns: string[], opts: { label: string; exclude?: string[] }): string[] {
+  const excluded = new Set((opts.exclude ?? []).filter((c) => c !== opts.label));
+  return columns.filter((c) => !excluded.has(c));
+}
+
+/**
+ * Drops exact duplicate rows, keeping the first of each: rows equal in every column training uses
+ * (the features and the label). Excluded columns (ids and the like) do not count, so rows that
+ * differ only in an id are duplicates too: otherwise the same example could land in both the
+ * training and the test split.
+ */
+export function dropDuplicateRows(table: CsvTable, opts: { label: string; exclude?: string[] }): { rows: Record<string, string>[]; duplicatesDropped: number } {
+  const columns = usedColumns(table.columns, opts);
+  const seen = new Set<string>();
+  const rows: Record<string, string>[] = [];
+  for (const row of table.rows) {
+    // JSON of the cells: no separator character inside a cell can make two different rows equal.
+    const key = JSON.stringify(columns.map((c) => row[c] ?? ''));
+    if (seen.has(key)) continue;
+    seen.add(key);
+    rows.push(row);
+  }
+  return { rows, duplicatesDropped: table.rows.length - rows.length };
+}
+
+export const BLANK_IN_EVERY_ROW = 'blank in every row';
+
+/**
+ * Drops exact duplicate and unlabeled rows, counts blank cells, infers column types. A column
+ * blank in every kept row is left out of the features (and reported): it has nothing to learn.
+ */
 export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedDataset {
   if (!table.columns.includes(opts.label)) {
     throw new Error(`label column "${opts.label}" not in CSV (columns: ${table.columns.join(', ')})`);
@@ -35,18 +72,11 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
   if (unknownCats.length) throw new Error(`--categorical names unknown columns: ${unknownCats.join(', ')}`);
 
   const isPositive = labelMatcher(opts.positive);
-  const seen = new Set<string>();
   const rows: Record<string, string>[] = [];
   const labels: number[] = [];
-  let duplicatesDropped = 0;
   let unlabeledDropped = 0;
-  for (const row of table.rows) {
-    const key = table.columns.map((c) => row[c]).join('\u0001');
-    if (seen.has(key)) {
-      duplicatesDropped++;
-      continue;
-    }
-    seen.add(key);
+  const deduped = dropDuplicateRows(table, opts);
+  for (const row of deduped.rows) {
     const y = isPositive(row[opts.label] ?? '');
     if (y === null) {
       unlabeledDropped++;
@@ -60,15 +90,27 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
     throw new Error(`label "${opts.label}" has a single class with positive "${opts.positive}"; need both classes`);
   }
 
-  const featureColumns = table.columns.filter((c) => c !== opts.label && !(opts.exclude ?? []).includes(c));
+  const featureColumns = usedColumns(table.columns, opts).filter((c) => c !== opts.label);
   const forced = new Set(opts.categorical ?? []);
   const blankCells: Record<string, number> = {};
-  const columnTypes = featureColumns.map((name) => {
+  const columnsLeftOut: Record<string, string> = {};
+  const columnTypes: PreparedDataset['columnTypes'] = [];
+  for (const name of featureColumns) {
     const values = rows.map((r) => r[name] ?? '');
     const blanks = values.filter((v) => v.trim() === '').length;
+    if (blanks === values.length) {
+      columnsLeftOut[name] = BLANK_IN_EVERY_ROW;
+      continue;
+    }
     if (blanks) blankCells[name] = blanks;
-    return { name, type: inferColumnType(values, forced.has(name)) };
-  });
+    columnTypes.push({ name, type: inferColumnType(values, forced.has(name)) });
+  }
+  if (columnTypes.length === 0) {
+    const left = Object.keys(columnsLeftOut);
+    throw new Error(
+      `no feature columns to train on: every column but the label is excluded${left.length ? ` or blank in every row (${left.join(', ')})` : ''}`,
+    );
+  }
 
   return {
     rows,
@@ -76,11 +118,12 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
     columnTypes,
     report: {
       rowsRead: table.rows.length,
-      duplicatesDropped,
+      duplicatesDropped: deduped.duplicatesDropped,
       unlabeledDropped,
       blankCells,
       rowsKept: rows.length,
       positives,
+      ...(Object.keys(columnsLeftOut).length ? { columnsLeftOut } : {}),
     },
   };
 }

@@ -9,7 +9,14 @@ export interface FitOptions {
   log1pSkew?: number;
 }
 
-/** Fits normalization stats, vocabularies and imputation values on the training rows only. */
+/**
+ * Fits normalization stats, vocabularies and imputation values on the training rows only.
+ *
+ * A column with no value in these rows is left out of the spec (see `unfittedColumns`): nothing
+ * about it can be learned, a categorical one would have no vocabulary (the spec needs at least one
+ * entry, so the version could not be loaded), and any value a request sent for it would meet
+ * weights that were never trained. Throws when that leaves no feature at all.
+ */
 export function fitFeatureSpec(
   columnTypes: { name: string; type: FeatureDef['type'] }[],
   rows: Record<string, string>[],
@@ -18,20 +25,30 @@ export function fitFeatureSpec(
 ): FeatureSpec {
   const minCount = opts.minCategoryCount ?? 3;
   const skewLimit = opts.log1pSkew ?? 2;
-  const features: FeatureDef[] = columnTypes.map(({ name, type }) => {
+  const features: FeatureDef[] = [];
+  for (const { name, type } of columnTypes) {
     if (name === UNSENDABLE_NAME) throw new Error(`column "${name}" cannot be a feature: no JSON body can carry that key (leave it out with --exclude)`);
     const cells = rows.map((r) => parseCell(type, r[name]));
     const present = cells.filter((c) => c !== null);
+    if (present.length === 0) continue;
     const nullable = present.length < cells.length;
-    if (type === 'numeric') return fitNumeric(name, present as number[], nullable, skewLimit);
-    if (type === 'boolean') {
+    if (type === 'numeric') features.push(fitNumeric(name, present as number[], nullable, skewLimit));
+    else if (type === 'boolean') {
       const trues = (present as boolean[]).filter(Boolean).length;
-      const mean = present.length ? trues / present.length : 0;
-      return { name, type, nullable, impute: mean >= 0.5, mean };
-    }
-    return fitCategorical(name, present as string[], nullable, minCount);
-  });
+      const mean = trues / present.length;
+      features.push({ name, type, nullable, impute: mean >= 0.5, mean });
+    } else features.push(fitCategorical(name, present as string[], nullable, minCount));
+  }
+  if (features.length === 0) {
+    throw new Error(`no feature column has a value in the training rows (${columnTypes.map((c) => c.name).join(', ')}): nothing to train on`);
+  }
   return { specVersion: 1, features, label, threshold: 0.5 };
+}
+
+/** The columns `fitFeatureSpec` left out of `spec` (no value in the rows it was fitted on). */
+export function unfittedColumns(columnTypes: { name: string }[], spec: FeatureSpec): string[] {
+  const fitted = new Set(spec.features.map((f) => f.name));
+  return columnTypes.map((c) => c.name).filter((n) => !fitted.has(n));
 }
 
 function fitNumeric(name: string, values: number[], nullable: boolean, skewLimit: number): FeatureDef {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { tf } from '../inference/backend.js';
 import { prepareDataset, type CleaningReport, type PrepareOptions } from '../dataset/prepare.js';
 import type { CsvTable } from '../dataset/read-csv.js';
-import { fitFeatureSpec, typedRows } from '../preprocessing/fit.js';
+import { fitFeatureSpec, typedRows, unfittedColumns } from '../preprocessing/fit.js';
 import { Encoder } from '../preprocessing/transform.js';
 import type { FeatureSpec } from '../preprocessing/feature-spec.js';
 import { bestF1Threshold, evaluate, type ClassificationMetrics } from './metrics.js';
@@ -56,6 +56,13 @@ export async function trainFromTable(table: CsvTable, opts: TrainOptions, hooks:
   const labelsOf = (idx: number[]) => Uint8Array.from(idx, (i) => data.labels[i]);
 
   const spec = fitFeatureSpec(data.columnTypes, pick(split.train), { name: opts.label, positive: opts.positive });
+  // Columns with values only in validation/test rows are left out of the spec too: say so.
+  const cleaning: CleaningReport = { ...data.report };
+  const unfitted = unfittedColumns(data.columnTypes, spec);
+  if (unfitted.length) cleaning.columnsLeftOut = { ...cleaning.columnsLeftOut, ...Object.fromEntries(unfitted.map((c) => [c, 'no value in the training split'])) };
+  if (cleaning.columnsLeftOut) {
+    hooks.onLog?.(`left out of the features (no values): ${Object.entries(cleaning.columnsLeftOut).map(([c, why]) => `${c} (${why})`).join(', ')}`);
+  }
   const encoder = new Encoder(spec);
   const matrix = (idx: number[]): Matrix => ({
     data: encoder.encodeRows(typedRows(spec, pick(idx))),
@@ -83,7 +90,7 @@ export async function trainFromTable(table: CsvTable, opts: TrainOptions, hooks:
     model,
     spec,
     metrics: { test: evaluate(test.y, pTest, spec.threshold), validation: evaluate(validation.y, pVal, spec.threshold) },
-    cleaning: data.report,
+    cleaning,
     history,
     bestEpoch,
     hyperparameters: hp,
