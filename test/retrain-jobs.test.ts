@@ -116,6 +116,8 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     writeFileSync(join(dataDir, 'shoppers-full.csv'), readFileSync(SHOPPERS));
     writeFileSync(join(dataDir, 'no-label.csv'), shoppersSample(30, 'Revenue'));
     writeFileSync(join(dataDir, 'other-schema.csv'), otherSchemaCsv());
+    // An extra column left blank in every row.
+    writeFileSync(join(dataDir, 'with-blank-column.csv'), shoppersSample(30).trim().split('\n').map((l, i) => `${l},${i === 0 ? 'Notes' : ''}`).join('\n') + '\n');
     writeFileSync(join(outside, 'secret.csv'), shoppersSample(30));
     symlinkSync(join(outside, 'secret.csv'), join(dataDir, 'escape.csv'));
     symlinkSync(outside, join(dataDir, 'linked-dir'));
@@ -163,6 +165,13 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     expect(await activeVersion()).toBe(before);
     expect(versionEntries().filter((d) => d.startsWith('.tmp-'))).toEqual([]);
   }, 120_000);
+
+  it('a job reports the columns it left out (no value to learn from), and its version serves without them', async () => {
+    const job = await waitFinished(await start(shoppersBody({ dataset: { path: 'with-blank-column.csv' }, hyperparameters: { epochs: 2 } })));
+    expect(job.status, job.error ?? '').toBe('succeeded');
+    expect(job.cleaning!.columnsLeftOut).toEqual({ Notes: 'blank in every row' });
+    expect(app.services.store.spec(job.version!).features.map((f) => f.name)).not.toContain('Notes');
+  });
 
   it('streams server-sent events: the current status first, progress per epoch, and a final status', async () => {
     const jobId = await start(shoppersBody({ seed: 8 }));

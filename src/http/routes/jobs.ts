@@ -96,6 +96,7 @@ const Job = z
         blankCells: z.record(z.string(), z.number()),
         rowsKept: z.number(),
         positives: z.number(),
+        columnsLeftOut: z.record(z.string(), z.string()).optional().describe('Columns with no value to learn from, and why they were left out'),
       })
       .nullable(),
     promotion: z
