@@ -166,7 +166,7 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     expect(versionEntries().filter((d) => d.startsWith('.tmp-'))).toEqual([]);
   }, 120_000);
 
-  it('a job reports the columns it left out (no value to learn from), and its version serves without them', async () => {
+  it('a job reports the columns it left out (no value to learn from), and its version has no such feature', async () => {
     const job = await waitFinished(await start(shoppersBody({ dataset: { path: 'with-blank-column.csv' }, hyperparameters: { epochs: 2 } })));
     expect(job.status, job.error ?? '').toBe('succeeded');
     expect(job.cleaning!.columnsLeftOut).toEqual({ Notes: 'blank in every row' });
