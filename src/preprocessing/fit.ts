@@ -27,7 +27,7 @@ export function fitFeatureSpec(
   const skewLimit = opts.log1pSkew ?? 2;
   const features: FeatureDef[] = [];
   for (const { name, type } of columnTypes) {
-    if (name === UNSENDABLE_NAME) throw new Error(`column "${name}" cannot be a feature: no JSON body can carry that key (leave it out with --exclude)`);
+    if (name === UNSENDABLE_NAME) throw new Error(`column "${name}" cannot be a feature: no JSON body can carry that key (leave it out with --exclude, or "exclude" in a retrain request)`);
     const cells = rows.map((r) => parseCell(type, r[name]));
     const present = cells.filter((c) => c !== null);
     if (present.length === 0) continue;
