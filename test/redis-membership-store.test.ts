@@ -43,6 +43,19 @@ describe('Redis membership store: writes', () => {
     for (const [seg, size] of [['low-intent', 0], ['rule-1', 0], ['rule-2', 50], ['high-intent', 50], ['rule-3', 50]] as const) expect(await store.size(seg), seg).toBe(size);
     expect((await store.user('u-7'))!.segments).toEqual(['high-intent', 'rule-2', 'rule-3']);
   });
+
+  it('an export whose pages end inside a run of tied scores lists every member once, in the member-page order', async () => {
+    // Ids whose byte order differs from a locale's collation order (case, accents, CJK).
+    const ids = Array.from({ length: 40 }, (_, i) => [`a${i}`, `B${i}`, `é${i}`, `中${i}`, `Z${i}`, `e${i}`][i % 6] + `-${i}`);
+    await store.record(ids.map((userId) => ({ userId, probability: 0.5, version: 'v1', persona: null, segments: ['tied'], at: Date.now() })), ['tied']);
+    const exported: string[] = [];
+    for await (const chunk of store.exportChunks('tied', 'ndjson', undefined, 7)) {
+      for (const line of chunk.toString('utf8').trim().split('\n')) exported.push((JSON.parse(line) as { userId: string }).userId);
+    }
+    const listed = (await store.page('tied', { limit: 100 })).members.map((m) => m.userId);
+    expect(listed).toHaveLength(ids.length);
+    expect(exported).toEqual(listed);
+  });
 });
 
 describe('turning FEATURE_RETENTION off', () => {

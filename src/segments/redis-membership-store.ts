@@ -20,11 +20,19 @@ import {
 const EXPORT_PAGE = String.raw`
 local key, maxs, mins, cmember, limit, fmt = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local out, n, offset, lastm, lasts = {}, 0, 0, '', ''
+-- Byte order, as sorted sets order members: Lua's own >= follows the server's locale (strcoll).
+local function bytes_ge(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a >= #b
+end
 while n < limit do
   local batch = redis.call('ZRANGE', key, maxs, mins, 'BYSCORE', 'REV', 'LIMIT', offset, 1000, 'WITHSCORES')
   for i = 1, #batch, 2 do
     local m, s = batch[i], batch[i + 1]
-    if not (cmember ~= '' and s == maxs and m >= cmember) then
+    if not (cmember ~= '' and s == maxs and bytes_ge(m, cmember)) then
       if fmt == 'csv' then
         local cell = m
         if string.find(m, '[",\r\n]') then cell = '"' .. (string.gsub(m, '"', '""')) .. '"' end
