@@ -226,6 +226,22 @@ describe('ACCEPTANCE 1 (Redis): 10,000 scored users, every segment equals the in
   });
 });
 
+describe('rule definitions (Redis): the periodic refresh keeps unchanged rules as they are', () => {
+  it('an unchanged rule keeps its object (and so its compiled form); a changed one is replaced', async () => {
+    const rules = () => (app.services.segments as unknown as { ruleSegments: { id: string }[] }).ruleSegments;
+    const created = await post('/v1/segments', { id: 'refresh-kept', name: 'kept', rule: { feature: 'Month', in: ['Nov', 'Dec'] } });
+    expect(created.statusCode, created.body).toBe(201);
+    const before = rules().find((r) => r.id === 'refresh-kept');
+    const others = rules().filter((r) => r.id !== 'refresh-kept');
+    await app.services.segments.refreshDefinitions();
+    expect(rules().find((r) => r.id === 'refresh-kept')).toBe(before);
+    rules().filter((r) => r.id !== 'refresh-kept').forEach((r, i) => expect(r).toBe(others[i]));
+    expect((await put('/v1/segments/refresh-kept', { name: 'kept', rule: { feature: 'Month', in: ['Nov'] } }, KEY.segments)).statusCode).toBe(200);
+    expect(rules().find((r) => r.id === 'refresh-kept')).not.toBe(before);
+    expect((await app.inject({ method: 'DELETE', url: '/v1/segments/refresh-kept', headers: bearer(KEY.segments) })).statusCode).toBe(200);
+  });
+});
+
 describe('export (Redis): CSV and NDJSON streams equal the paginated list', () => {
   it('both formats, whole segments and with minScore', async () => {
     for (const seg of ['high-intent', 'returning-warm', 'persona-0']) {
