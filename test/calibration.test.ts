@@ -48,8 +48,35 @@ describe('Platt scaling (fitPlatt)', () => {
       y.push(1);
     }
     const fit = fitPlatt(p, y);
-    expect(fit.a).toBeGreaterThanOrEqual(1);
+    expect(fit.a).toBeGreaterThan(1); // pulled back, not abandoned
+    expect(fit.a).toBeLessThan(50);
     expect(new Set(calibrate(p, fit)).size).toBe(new Set(p).size);
+  });
+
+  it('scores the logit clamp merges (float32 1.0 and 0.99999994, or below 1e-7) do not make it give up the fit', () => {
+    const rng = createRng(11);
+    const p: number[] = [];
+    const y: number[] = [];
+    for (let i = 0; i < 1800; i++) {
+      const z = (rng() - 0.5) * 6;
+      p.push(Math.fround(sigmoid(z)));
+      y.push(rng() < sigmoid(1.3 * z - 2) ? 1 : 0);
+    }
+    const plain = fitPlatt(p, y);
+    expect(plain.a).toBeGreaterThan(1.1);
+    for (const [extra, labels] of [[[1, 0.99999994], [1, 1]], [[1e-9, 1e-8], [0, 0]]] as const) {
+      const fit = fitPlatt([...p, ...extra], [...y, ...labels]);
+      expect(fit.a).toBeCloseTo(plain.a, 1);
+      expect(fit.b).toBeCloseTo(plain.b, 1);
+    }
+  });
+
+  it('scores without spread still get their intercept fitted (the slope is left at 1)', () => {
+    const p = Array.from({ length: 500 }, () => 0.6);
+    const y = Array.from({ length: 500 }, (_, i) => (i % 5 === 0 ? 1 : 0)); // 20 % positive
+    const fit = fitPlatt(p, y);
+    expect(fit.a).toBe(1);
+    expect(sigmoid(fit.a * logit(0.6) + fit.b)).toBeCloseTo(101 / 502, 2); // the smoothed positive rate
   });
 
   it('recovers a known miscalibration on ordinary (overlapping) scores', () => {

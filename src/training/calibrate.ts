@@ -34,7 +34,8 @@ export function fitPlatt(p: ArrayLike<number>, y: ArrayLike<number>): { a: numbe
   for (let k = 0; k < 40 && fit.a > 1 && createsTies(p, z, fit); k++) {
     fit = newton(z, t, 1 + (fit.a - 1) / 2, fit.b, false);
   }
-  if (fit.a > 1 && createsTies(p, z, fit)) fit = { a: 1, b: 0 };
+  // Slope 1 spreads nothing: keep the intercept (it undoes the class weighting), never drop it.
+  if (fit.a > 1 && createsTies(p, z, fit)) fit = newton(z, t, 1, 0, false);
   return fit;
 }
 
@@ -42,7 +43,9 @@ export function fitPlatt(p: ArrayLike<number>, y: ArrayLike<number>): { a: numbe
  * Minimises the cross-entropy of sigmoid(a·z + b) against the targets t: Newton steps with a
  * backtracking line search; the slope stays at its start when `fitSlope` is false.
  */
-function newton(z: number[], t: number[], a0: number, b0: number, fitSlope: boolean): { a: number; b: number } {
+function newton(z: number[], t: number[], a0: number, b0: number, fitSlopeAtStart: boolean): { a: number; b: number } {
+  // Scores with (almost) no spread leave the slope undetermined: then only the intercept is fitted.
+  let fitSlope = fitSlopeAtStart;
   let a = a0;
   let b = b0;
   let f = loss(z, t, a, b);
@@ -63,7 +66,10 @@ function newton(z: number[], t: number[], a0: number, b0: number, fitSlope: bool
     let da: number, db: number;
     if (fitSlope) {
       const det = haa * hbb - hab * hab;
-      if (!(det > 0)) break;
+      if (!(det > 1e-12 * haa * hbb)) {
+        fitSlope = false;
+        continue;
+      }
       da = -(hbb * ga - hab * gb) / det;
       db = -(haa * gb - hab * ga) / det;
     } else {
@@ -109,7 +115,9 @@ function createsTies(p: ArrayLike<number>, z: number[], { a, b }: { a: number; b
   for (let k = 1; k < order.length; k++) {
     const i = order[k - 1];
     const j = order[k];
-    if (!(p[i] < p[j])) continue;
+    // Scores the logit clamp (1e-7) already merges are tied before calibration too; the saved
+    // model calibrates its unclamped logits, where they stay apart.
+    if (!(p[i] < p[j]) || z[i] === z[j]) continue;
     if (Math.fround(sigmoid(a * z[i] + b)) === Math.fround(sigmoid(a * z[j] + b))) return true;
   }
   return false;
