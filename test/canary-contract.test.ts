@@ -236,3 +236,30 @@ describe('a fleet state holding an incompatible split canary (written by an olde
     expect(await predictAllUsers(app, shopperFeatureRows(100) as Features[])).toEqual({ [A]: 400 });
   });
 });
+
+describe('a store without a recorded active version (no state.json: the newest version serves)', () => {
+  let app: FastifyInstance;
+  let storeDir: string;
+  const OTHER_CSV = 'other-columns';
+
+  beforeAll(async () => {
+    storeDir = copyDefaultStore();
+    addVersionWithSpec(storeDir, OTHER_CSV, otherColumns); // newer than the bundled version
+    rmSync(join(storeDir, 'state.json'), { force: true });
+    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS });
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app?.close();
+    rmSync(storeDir, { recursive: true, force: true });
+  });
+
+  it('checks a canary against the version actually serving: 409 incompatible_canary, nothing recorded', async () => {
+    expect((await readyz(app)).activeVersion).toBe(OTHER_CSV);
+    const res = await post(app, `/v1/models/${A}/canary`, { percent: 50 });
+    expect(res.statusCode, res.body).toBe(409);
+    expect(res.json().error).toBe('incompatible_canary');
+    expect(res.json().message).toContain(`cannot be a canary of ${OTHER_CSV}`);
+    expect((await state(app)).canary).toBeNull();
+  });
+});

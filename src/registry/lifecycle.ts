@@ -121,9 +121,11 @@ export class Lifecycle {
         if (s.active === id) throw conflict(`version ${id} is already active`);
       };
       const refuseIncompatible = (s: StoreState, spec: FeatureSpec) => {
-        if (!s.active || !this.store.has(s.active)) return; // nothing served to compare with (reconcile checks what it serves)
-        const gap = canaryIncompatibility(this.store.spec(s.active), spec);
-        if (gap) throw new AppError(409, 'incompatible_canary', `version ${id} cannot be a canary of ${s.active}: it would refuse requests ${s.active} accepts (${gap.summary})`, gap.issues);
+        // The version that will serve beside it: the recorded one, else the one reconcile falls back to.
+        const active = s.active && this.store.has(s.active) ? s.active : this.store.resolveActive();
+        if (!active) return;
+        const gap = canaryIncompatibility(this.store.spec(active), spec);
+        if (gap) throw new AppError(409, 'incompatible_canary', `version ${id} cannot be a canary of ${active}: it would refuse requests ${active} accepts (${gap.summary})`, gap.issues);
       };
       refuseActive(await this.fleet.read());
       const model = await this.loadOrExplain(id);
