@@ -81,7 +81,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
 
   const ttlDays = config.MEMBERSHIP_TTL_DAYS;
   const membershipStore = redis ? new RedisMembershipStore(redis, ttlDays * 86_400) : new MemoryMembershipStore();
-  const segments = new SegmentService(membershipStore, models, cache, log, { ttlDays, retainFeatures: config.FEATURE_RETENTION === 'on' });
+  const segments = new SegmentService(membershipStore, models, cache, log, { ttlDays, retainFeatures: config.FEATURE_RETENTION === 'on', flushWaitMs: config.REDIS_COMMAND_TIMEOUT_MS });
   await segments.start(scorer);
   const scoringJobs = new ScoringJobs(scorer, models, segments, log);
   // Memberships record the model version: after an activation requested here, re-score kept users.

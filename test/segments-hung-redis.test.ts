@@ -71,6 +71,33 @@ describe('segment memberships while Redis hangs', () => {
     }, 'memberships to be recorded again', 60_000, 200);
   });
 
+  it('a rule delete or a user erasure behind many queued writes answers 503 within about the command timeout, not one timeout per batch', async () => {
+    const other = await buildTestApp({ API_KEYS, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '400' });
+    await other.ready();
+    const created = await other.inject({ method: 'POST', url: '/v1/segments', headers: SEG, payload: { id: 'hung-delete', name: 'x', rule: { score: { gte: 0 } } } });
+    expect(created.statusCode, created.body).toBe(201);
+    redis.pause();
+    try {
+      // One write batch each: queued behind one another, each waits out its 400 ms timeout.
+      for (let i = 0; i < 40; i++) {
+        const res = await other.inject({ method: 'POST', url: '/v1/predict', headers: PRED, payload: { userId: `queued-${i}`, features: rows[i % rows.length] } });
+        expect(res.statusCode).toBe(200);
+        await new Promise((r) => setImmediate(r));
+      }
+      for (const [method, url] of [['DELETE', '/v1/segments/hung-delete'], ['DELETE', '/v1/users/queued-3']] as const) {
+        const started = Date.now();
+        const res = await other.inject({ method, url, headers: SEG });
+        expect(res.statusCode, res.body).toBe(503);
+        expect(Date.now() - started).toBeLessThan(3000); // 40 queued batches × 400 ms would be 16 s
+      }
+    } finally {
+      redis.resume();
+      await other.close();
+    }
+    // The refused delete left the rule in place (read through the other replica on the same Redis).
+    await until(async () => (await app.services.segments.refreshDefinitions()) && (await app.inject({ url: '/v1/segments/hung-delete', headers: SEG })).statusCode === 200, 'the rule to be listed', 10_000);
+  });
+
   it('closes while Redis hangs (pending writes give up after the command timeout)', async () => {
     const other = await buildTestApp({ API_KEYS, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '400' });
     await other.ready();

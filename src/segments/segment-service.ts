@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { ModelManager } from '../registry/model-manager.js';
 import type { ScoredEvent, Scorer } from '../inference/scorer.js';
 import type { ScoreCache } from '../cache/score-cache.js';
-import { AppError, notFound, ValidationError } from '../lib/errors.js';
+import { AppError, notFound, unavailable, ValidationError } from '../lib/errors.js';
 import { BAND_IDS, DEFAULT_BANDS, bandOf, isPersonaSegment, personaSegmentId, type Bands, type RuleSegment } from './definitions.js';
 import { evaluateRule, referencedFeatures, type Rule } from './rules.js';
 import type { MembershipRecord, MembershipStore } from './membership-store.js';
@@ -56,7 +56,8 @@ export class SegmentService {
     private readonly models: ModelManager,
     private readonly cache: ScoreCache,
     private readonly log: FastifyBaseLogger,
-    private readonly opts: { ttlDays: number; retainFeatures: boolean },
+    /** flushWaitMs: how long a change that needs the queued writes stored first waits for them. */
+    private readonly opts: { ttlDays: number; retainFeatures: boolean; flushWaitMs?: number },
   ) {}
 
   async start(scorer: Scorer): Promise<void> {
@@ -271,7 +272,7 @@ export class SegmentService {
     this.ruleSegments = this.ruleSegments.filter((r) => r.id !== id);
     let existed: boolean;
     try {
-      await this.flush();
+      await this.flushedOrUnavailable();
       existed = await this.store.deleteRule(id);
     } finally {
       // Before the filter goes: a refresh that read the rule before the delete must not restore it.
@@ -289,16 +290,34 @@ export class SegmentService {
 
   /** After an activation: persona segments start empty and fill as users are (re-)scored. */
   async resetPersonas(): Promise<number> {
-    await this.flush();
+    // Bounded: records of the previous model written later lose their persona anyway (see flush).
+    await this.flushedWithin();
     return this.store.dropPersonaSegments();
   }
 
   async eraseUser(userId: string) {
-    await this.flush();
+    await this.flushedOrUnavailable(); // a write queued for this user must not land after the erasure
     const report = await this.store.erase(userId);
     const cacheEntries = report.cacheKeys.length ? await this.cache.delete(report.cacheKeys) : 0;
     const { cacheKeys: _drop, ...rest } = report;
     return { ...rest, cacheEntries };
+  }
+
+  /**
+   * flush(), waiting at most flushWaitMs: whether everything queued so far was written (or given
+   * up). Queued batches against a hung store each wait out their command timeout one after another,
+   * so an unbounded wait could hold a request for minutes.
+   */
+  private async flushedWithin(): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(resolve, this.opts.flushWaitMs ?? 5000, false)));
+    const done = await Promise.race([this.flush().then(() => true as const), timedOut]);
+    clearTimeout(timer);
+    return done;
+  }
+
+  private async flushedOrUnavailable(): Promise<void> {
+    if (!(await this.flushedWithin())) throw unavailable('membership writes are not getting through (the store is slow or down); try again later');
   }
 
   async close(): Promise<void> {
