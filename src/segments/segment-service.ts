@@ -85,7 +85,7 @@ export class SegmentService {
     this.bands = bands;
     // Unchanged rules keep their objects, and with them their compiled form (rules.ts caches per object).
     const known = new Map(this.ruleSegments.map((r) => [r.id, r]));
-    const same = (a: RuleSegment, b: RuleSegment | undefined) => b !== undefined && a.updated === b.updated && JSON.stringify(a.rule) === JSON.stringify(b.rule);
+    const same = (a: RuleSegment, b: RuleSegment | undefined) => b !== undefined && JSON.stringify(a) === JSON.stringify(b);
     this.ruleSegments = rules.filter((r) => !this.deleting.has(r.id)).map((r) => (same(r, known.get(r.id)) ? known.get(r.id)! : r));
     return true;
   }
