@@ -45,7 +45,9 @@ describe('Redis membership store: writes', () => {
   });
 
   it('an export whose pages end inside a run of tied scores lists every member once, in the member-page order', async () => {
-    // Ids whose byte order differs from a locale's collation order (case, accents, CJK).
+    // Ids whose byte order differs from a locale's collation order (case, accents, CJK). Under the
+    // C locales of this machine Lua's own comparison is byte order too, so this guards the paging,
+    // not the locale independence.
     const ids = Array.from({ length: 40 }, (_, i) => [`a${i}`, `B${i}`, `é${i}`, `中${i}`, `Z${i}`, `e${i}`][i % 6] + `-${i}`);
     await store.record(ids.map((userId) => ({ userId, probability: 0.5, version: 'v1', persona: null, segments: ['tied'], at: Date.now() })), ['tied']);
     const exported: string[] = [];
