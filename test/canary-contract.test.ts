@@ -72,35 +72,50 @@ async function predictAllUsers(app: FastifyInstance, rows: Features[]): Promise<
   return served;
 }
 
+/**
+ * Registers before/after hooks for the enclosing describe: an app on a copy of the default store
+ * that `prepare` adds versions to (or edits), closed and removed afterwards. `set` receives the app.
+ */
+function appOnStoreCopy(prepare: (storeDir: string) => void, set: (app: FastifyInstance) => void): void {
+  let app: FastifyInstance | undefined;
+  let storeDir: string | undefined;
+  beforeAll(async () => {
+    storeDir = copyDefaultStore();
+    prepare(storeDir);
+    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS });
+    await app.ready();
+    set(app);
+  });
+  afterAll(async () => {
+    await app?.close();
+    if (storeDir) rmSync(storeDir, { recursive: true, force: true });
+  });
+}
+
 describe('starting a split canary whose input contract differs from the active version', () => {
-  let app: FastifyInstance;
-  let storeDir: string;
+  let app!: FastifyInstance;
   const OTHER_CSV = 'other-columns';
   const RETYPED = 'weekend-numeric';
   const STRICTER = 'administrative-not-null';
   const COMPATIBLE = 'other-vocab-more-nulls';
   const rows = shopperFeatureRows(100) as Features[];
 
-  beforeAll(async () => {
-    storeDir = copyDefaultStore();
-    addVersionWithSpec(storeDir, OTHER_CSV, otherColumns);
-    addVersionWithSpec(storeDir, RETYPED, (spec) => {
-      const i = spec.features.findIndex((f) => f.name === 'Weekend');
-      spec.features[i] = { name: 'Weekend', type: 'numeric', nullable: false, impute: 0, mean: 0.2, std: 0.4 };
-    });
-    addVersionWithSpec(storeDir, STRICTER, (spec) => (feature(spec, 'Administrative').nullable = false));
-    addVersionWithSpec(storeDir, COMPATIBLE, (spec) => {
-      feature(spec, 'PageValues').nullable = true; // looser than the active version: fine
-      const month = feature(spec, 'Month');
-      month.vocabulary = month.vocabulary!.map((m, i) => (i < 2 ? `${m}-renamed` : m)); // other categories: fine (OOV bucket)
-    });
-    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS });
-    await app.ready();
-  });
-  afterAll(async () => {
-    await app?.close();
-    rmSync(storeDir, { recursive: true, force: true });
-  });
+  appOnStoreCopy(
+    (storeDir) => {
+      addVersionWithSpec(storeDir, OTHER_CSV, otherColumns);
+      addVersionWithSpec(storeDir, RETYPED, (spec) => {
+        const i = spec.features.findIndex((f) => f.name === 'Weekend');
+        spec.features[i] = { name: 'Weekend', type: 'numeric', nullable: false, impute: 0, mean: 0.2, std: 0.4 };
+      });
+      addVersionWithSpec(storeDir, STRICTER, (spec) => (feature(spec, 'Administrative').nullable = false));
+      addVersionWithSpec(storeDir, COMPATIBLE, (spec) => {
+        feature(spec, 'PageValues').nullable = true; // looser than the active version: fine
+        const month = feature(spec, 'Month');
+        month.vocabulary = month.vocabulary!.map((m, i) => (i < 2 ? `${m}-renamed` : m)); // other categories: fine (OOV bucket)
+      });
+    },
+    (a) => (app = a),
+  );
 
   it('a canary trained on other columns is refused with 409 incompatible_canary naming the missing and extra features; nothing changes (shadow mode stays allowed)', async () => {
     const res = await post(app, `/v1/models/${OTHER_CSV}/canary`, { percent: 50 });
@@ -153,8 +168,7 @@ describe('starting a split canary whose input contract differs from the active v
 });
 
 describe('the active version changing while a split canary runs', () => {
-  let app: FastifyInstance;
-  let storeDir: string;
+  let app!: FastifyInstance;
   const B = 'copy-b'; // A's spec
   const C = 'copy-c'; // A's spec
   const D = 'admin-strict-pv-nullable'; // Administrative no longer nullable, PageValues nullable
@@ -165,19 +179,15 @@ describe('the active version changing while a split canary runs', () => {
     feature(spec, 'PageValues').nullable = true;
   };
 
-  beforeAll(async () => {
-    storeDir = copyDefaultStore();
-    addSecondVersion(storeDir, B, { biasShift: 1.5 });
-    addSecondVersion(storeDir, C, { biasShift: -1 });
-    addVersionWithSpec(storeDir, D, dSpec, 0.5);
-    addVersionWithSpec(storeDir, E, dSpec, -0.5);
-    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS });
-    await app.ready();
-  });
-  afterAll(async () => {
-    await app?.close();
-    rmSync(storeDir, { recursive: true, force: true });
-  });
+  appOnStoreCopy(
+    (storeDir) => {
+      addSecondVersion(storeDir, B, { biasShift: 1.5 });
+      addSecondVersion(storeDir, C, { biasShift: -1 });
+      addVersionWithSpec(storeDir, D, dSpec, 0.5);
+      addVersionWithSpec(storeDir, E, dSpec, -0.5);
+    },
+    (a) => (app = a),
+  );
 
   it('an activation keeps a canary that accepts every request of the new active version, and ends one that would refuse some (recorded in the history)', async () => {
     expect((await post(app, `/v1/models/${B}/canary`, { percent: 50 })).statusCode).toBe(200);
@@ -212,24 +222,19 @@ describe('the active version changing while a split canary runs', () => {
 });
 
 describe('a fleet state holding an incompatible split canary (written by an older replica, or by hand)', () => {
-  let app: FastifyInstance;
-  let storeDir: string;
+  let app!: FastifyInstance;
   const OTHER_CSV = 'other-columns';
 
-  beforeAll(async () => {
-    storeDir = copyDefaultStore();
-    addVersionWithSpec(storeDir, OTHER_CSV, otherColumns);
-    const path = join(storeDir, 'state.json');
-    const s = JSON.parse(readFileSync(path, 'utf8')) as StateBody;
-    s.canary = { version: OTHER_CSV, percent: 50, mode: 'split' };
-    writeFileSync(path, JSON.stringify(s, null, 2) + '\n');
-    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS });
-    await app.ready();
-  });
-  afterAll(async () => {
-    await app?.close();
-    rmSync(storeDir, { recursive: true, force: true });
-  });
+  appOnStoreCopy(
+    (storeDir) => {
+      addVersionWithSpec(storeDir, OTHER_CSV, otherColumns);
+      const path = join(storeDir, 'state.json');
+      const s = JSON.parse(readFileSync(path, 'utf8')) as StateBody;
+      s.canary = { version: OTHER_CSV, percent: 50, mode: 'split' };
+      writeFileSync(path, JSON.stringify(s, null, 2) + '\n');
+    },
+    (a) => (app = a),
+  );
 
   it('is not served: every user gets the active version', async () => {
     expect(await readyz(app)).toMatchObject({ activeVersion: A, canaryVersion: null });
@@ -238,21 +243,16 @@ describe('a fleet state holding an incompatible split canary (written by an olde
 });
 
 describe('a store without a recorded active version (no state.json: the newest version serves)', () => {
-  let app: FastifyInstance;
-  let storeDir: string;
+  let app!: FastifyInstance;
   const OTHER_CSV = 'other-columns';
 
-  beforeAll(async () => {
-    storeDir = copyDefaultStore();
-    addVersionWithSpec(storeDir, OTHER_CSV, otherColumns); // newer than the bundled version
-    rmSync(join(storeDir, 'state.json'), { force: true });
-    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS });
-    await app.ready();
-  });
-  afterAll(async () => {
-    await app?.close();
-    rmSync(storeDir, { recursive: true, force: true });
-  });
+  appOnStoreCopy(
+    (storeDir) => {
+      addVersionWithSpec(storeDir, OTHER_CSV, otherColumns); // newer than the bundled version
+      rmSync(join(storeDir, 'state.json'), { force: true });
+    },
+    (a) => (app = a),
+  );
 
   it('checks a canary against the version actually serving: 409 incompatible_canary, nothing recorded', async () => {
     expect((await readyz(app)).activeVersion).toBe(OTHER_CSV);
