@@ -82,6 +82,13 @@ describe('loadConfig', () => {
     expect(loadConfig({ REDIS_URL: 'rediss://cache.internal:6380/1' }).REDIS_URL).toBe('rediss://cache.internal:6380/1');
   });
 
+  it('rejects a key listed twice (only one entry\'s scopes would apply), without echoing it', () => {
+    const err = rejects({ API_KEYS: 'predict:samekey123,segments:samekey123' }, 'API_KEYS');
+    expect(err.message).toMatch(/entry 2 repeats an earlier key/);
+    expect(err.message).not.toContain('samekey123');
+    expect(parseApiKeys('predict+segments:samekey123')[0].scopes).toEqual(new Set(['predict', 'segments']));
+  });
+
   it('rejects API_KEYS with an unknown scope, naming API_KEYS and the entry but never echoing it', () => {
     const err = rejects({ API_KEYS: 'predict:pkey-123456,predict+root:rkey-123456' }, 'API_KEYS');
     expect(err.message).toMatch(/entry 2 has an unknown scope/);

@@ -71,6 +71,7 @@ export function parseApiKeys(value: string): { key: string; scopes: Set<Scope> }
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
+  const seen = new Set<string>();
   return entries.map((entry, i) => {
     const at = entry.indexOf(':');
     if (at <= 0 || at === entry.length - 1) throw new ConfigError('invalid configuration:\n  API_KEYS: each entry must be scope[+scope]:key');
@@ -80,6 +81,9 @@ export function parseApiKeys(value: string): { key: string; scopes: Set<Scope> }
     if (bad.length) throw new ConfigError(`invalid configuration:\n  API_KEYS: entry ${i + 1} has an unknown scope (scopes: ${SCOPES.join(', ')}; entries are scope[+scope]:key)`);
     const key = entry.slice(at + 1);
     if (key.length < 8) throw new ConfigError('invalid configuration:\n  API_KEYS: keys must be at least 8 characters');
+    // One key, one entry: a repeat would silently keep only one entry's scopes.
+    if (seen.has(key)) throw new ConfigError(`invalid configuration:\n  API_KEYS: entry ${i + 1} repeats an earlier key; give one key all its scopes in one entry (scope+scope:key)`);
+    seen.add(key);
     return { key, scopes: new Set(scopes as Scope[]) };
   });
 }
