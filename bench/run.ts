@@ -11,7 +11,9 @@
  * "--cpu-prof --cpu-prof-dir=/tmp/prof"; summarize with bench/prof-top.ts), BENCH_BARE_NODE_ARGS
  * (same for the bare baseline), BENCH_SLICE (s, 2: length of the interleaved bare/service
  * slices), BENCH_LATENCY_RATE (500), BENCH_BATCH_ROWS (1000), BENCH_BATCH_CONNECTIONS (8),
- * BENCH_FAULT_DURATION (s, 10).
+ * BENCH_FAULT_DURATION (s, 10), BENCH_LIFECYCLE_RATE (req/s during retrain, 1000),
+ * BENCH_SWAP_SECONDS (30), BENCH_EXPLAIN_RATE (req/s, 300); the segments phase reads
+ * SEGMENTS_SCALE_MEMBERS, SEGMENTS_SCALE_PAGES and SEGMENTS_SCALE_FEATURE_USERS (see segments-scale.ts).
  */
 import { BenchContext, settingsFromEnv } from './lib/context.js';
 import { killAllChildrenSync } from './lib/children.js';
