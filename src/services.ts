@@ -69,7 +69,10 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const fleet = new FleetState(store, redis, log);
   const lifecycle = new Lifecycle(store, models, fleet, log);
   await lifecycle.reconcile();
-  if (!models.active) log.warn({ store: config.MODEL_STORE }, 'model store has no versions; predictions answer 503 until one is activated');
+  if (!models.active) {
+    if (store.listIds().length === 0) log.warn({ store: config.MODEL_STORE }, 'model store has no versions; predictions answer 503 until one is activated');
+    else log.error({ store: config.MODEL_STORE }, 'no model is serving: the version to serve could not be loaded (error above); predictions answer 503 until a version is activated');
+  }
   // Replicas converge on published changes, on reconnect, and on a slow poll in case a message was missed.
   await fleet.subscribe(() => void lifecycle.reconcile());
   const poll = redis ? setInterval(() => void lifecycle.reconcile(), 2000).unref() : undefined;

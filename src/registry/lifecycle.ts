@@ -223,7 +223,11 @@ export class Lifecycle {
       try {
         const state = await this.fleet.read();
         const active = state.active && this.store.has(state.active) ? state.active : this.store.resolveActive();
-        if (active) await this.models.serveActive(active);
+        if (active) {
+          await this.models.serveActive(active).catch((err: Error) => {
+            throw new Error(`version ${active} cannot be served: ${err.message}`);
+          });
+        }
         let canary = state.canary && this.store.has(state.canary.version) ? state.canary : null;
         // Changes made here never write such a state, but one written otherwise (an older replica,
         // a hand-edited state.json) must not route requests to a canary that would refuse them.
@@ -244,13 +248,23 @@ export class Lifecycle {
         }
         this.canaryConfig = canary;
       } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'could not apply model state; still serving the current model');
+        // Logged when the failure first appears or changes, not on every 2 s poll.
+        const message = (err as Error).message;
+        if (message !== this.lastReconcileError) {
+          const serving = this.models.active?.id;
+          this.log.error({ err: message, serving: serving ?? null }, serving ? `could not apply model state; still serving ${serving}` : 'could not apply model state; no model is serving');
+        }
+        this.lastReconcileError = message;
+        return;
       }
+      this.lastReconcileError = '';
     });
     return this.reconciling;
   }
 
   canaryConfig: StoreState['canary'] = null;
+  /** The last reconcile failure logged ('' after a success). */
+  private lastReconcileError = '';
   /** Active and canary ids of the incompatible canary last logged by reconcile (logged once, not every poll). */
   private refusedCanary = '';
 

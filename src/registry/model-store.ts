@@ -128,7 +128,11 @@ export class ModelStore {
     const path = join(this.root, 'state.json');
     const empty: StoreState = { active: null, canary: null, history: [] };
     if (!existsSync(path)) return empty;
-    return { ...empty, ...(JSON.parse(readFileSync(path, 'utf8')) as Partial<StoreState>) };
+    try {
+      return { ...empty, ...(JSON.parse(readFileSync(path, 'utf8')) as Partial<StoreState>) };
+    } catch (err) {
+      throw new Error(`${path} is not readable JSON: ${(err as Error).message}`);
+    }
   }
 
   writeState(state: StoreState): void {

@@ -1,0 +1,60 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config/env.js';
+import { copyDefaultStore } from './helpers/app.js';
+import { BUNDLED_VERSION } from './helpers/second-version.js';
+
+interface LogLine {
+  level: number;
+  msg: string;
+  err?: string;
+}
+
+/** Builds the app on `store` with its log lines captured (pino JSON, level 30+). */
+async function appWithLogs(store: string): Promise<{ app: FastifyInstance; lines: LogLine[] }> {
+  const lines: LogLine[] = [];
+  const stream = { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) };
+  const app = await buildApp(loadConfig({ MODEL_STORE: store, TF_BACKEND: 'wasm', LOG_LEVEL: 'info' }), { logger: { level: 'info', stream } });
+  await app.ready();
+  return { app, lines };
+}
+
+/** Startup with a store that cannot be served says why, naming the version or file, and once. */
+describe('startup with a store that cannot be served', () => {
+  let app: FastifyInstance | undefined;
+  let store: string | undefined;
+  afterEach(async () => {
+    await app?.close();
+    if (store) rmSync(store, { recursive: true, force: true });
+  });
+
+  it('a corrupt active version: the error names it and its checksum, no model serves, and no claim the store is empty', async () => {
+    store = copyDefaultStore();
+    const shard = join(store, 'versions', BUNDLED_VERSION, 'group1-shard1of1.bin');
+    const bytes = readFileSync(shard);
+    bytes[100] ^= 0xff;
+    writeFileSync(shard, bytes);
+    const started = await appWithLogs(store);
+    app = started.app;
+    expect((await app.inject({ url: '/readyz' })).statusCode).toBe(503);
+    const errors = started.lines.filter((l) => l.level >= 50);
+    expect(errors.some((l) => l.err?.includes(`version ${BUNDLED_VERSION} cannot be served`) && /checksum/.test(l.err))).toBe(true);
+    expect(errors.some((l) => l.msg.startsWith('no model is serving'))).toBe(true);
+    expect(started.lines.some((l) => l.msg.includes('has no versions'))).toBe(false);
+    // Re-applying the state (as the 2 s poll does) does not log the same failure again.
+    const before = errors.length;
+    for (let i = 0; i < 3; i++) await app.services.lifecycle.reconcile();
+    expect(started.lines.filter((l) => l.level >= 50)).toHaveLength(before);
+  });
+
+  it('an unreadable state.json is named in the error', async () => {
+    store = copyDefaultStore();
+    writeFileSync(join(store, 'state.json'), '{"active": "shoppers');
+    const started = await appWithLogs(store);
+    app = started.app;
+    expect(started.lines.some((l) => l.level >= 50 && l.err?.includes('state.json is not readable JSON'))).toBe(true);
+  });
+});
