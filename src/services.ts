@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Config } from './config/env.js';
+import { existsSync } from 'node:fs';
+import { ConfigError, type Config } from './config/env.js';
 import { Authenticator } from './http/auth.js';
 import { ScoreCache } from './cache/score-cache.js';
 import { createRedis, redisStatus, waitForRedis } from './cache/redis-client.js';
@@ -41,6 +42,8 @@ export interface Services {
 
 export async function createServices(config: Config, backend: string, log: FastifyBaseLogger): Promise<Services> {
   const auth = new Authenticator(config.API_KEYS);
+  // A path that does not exist is a typo far more often than a wish for an empty store.
+  if (!existsSync(config.MODEL_STORE)) throw new ConfigError(`invalid configuration:\n  MODEL_STORE: directory ${JSON.stringify(config.MODEL_STORE)} does not exist`);
   const store = new ModelStore(config.MODEL_STORE);
   store.sweepTemp();
   const commandTimeoutMs = config.REDIS_COMMAND_TIMEOUT_MS;

@@ -58,3 +58,11 @@ describe('startup with a store that cannot be served', () => {
     expect(started.lines.some((l) => l.level >= 50 && l.err?.includes('state.json is not readable JSON'))).toBe(true);
   });
 });
+
+describe('MODEL_STORE that does not exist', () => {
+  it('is refused at startup, naming the variable and the path (a typo must not start an empty service)', async () => {
+    const missing = join(copyDefaultStore(), 'no-such-dir');
+    await expect(buildApp(loadConfig({ MODEL_STORE: missing, TF_BACKEND: 'wasm', LOG_LEVEL: 'silent' }))).rejects.toThrow(/MODEL_STORE: directory ".*no-such-dir" does not exist/);
+    rmSync(join(missing, '..'), { recursive: true, force: true });
+  });
+});
