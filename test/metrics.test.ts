@@ -44,4 +44,21 @@ describe('GET /metrics', () => {
     expect(await scrape(false)).toBe(before.computed + rows.length + 1);
     expect(await scrape(true)).toBe(before.cached + 1);
   });
+
+  it('exposes dropped membership records as a counter (_total) that follows the running total, adding each drop once', async () => {
+    const dropped = async () => {
+      const body = (await app.inject('/metrics')).body;
+      expect(body).toMatch(/^# TYPE intent_membership_records_dropped_total counter$/m);
+      expect(body).not.toMatch(/^intent_membership_records_dropped /m); // the old gauge is gone
+      return Number(body.match(/^intent_membership_records_dropped_total (\S+)$/m)?.[1]);
+    };
+    const segments = app.services.segments;
+    const base = segments.dropped;
+    expect(await dropped()).toBe(base);
+    segments.dropped += 7; // as the segment service counts a dropped write batch
+    expect(await dropped()).toBe(base + 7);
+    expect(await dropped()).toBe(base + 7); // a second scrape adds nothing
+    segments.dropped += 5;
+    expect(await dropped()).toBe(base + 12);
+  });
 });

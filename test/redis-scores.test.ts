@@ -175,3 +175,38 @@ describe('score cache L2 (RedisScores)', () => {
       expect(await until(() => store.read('k2'), 'reads answered after resume')).toBe(0.125);
     }));
 });
+
+describe('score cache L2 event counters when commands time out (REDIS_COMMAND_TIMEOUT_MS)', () => {
+  const COMMAND_TIMEOUT_MS = 300;
+
+  /** Like withStore, on a connection whose commands fail after COMMAND_TIMEOUT_MS (as the service configures it). */
+  async function withTimingOutStore(timeoutMs: number, fn: (store: RedisScores) => Promise<void>): Promise<void> {
+    const conn = createRedis(redis.url, pino({ level: 'silent' }), 'test', { autoPipelining: false, commandTimeoutMs: COMMAND_TIMEOUT_MS });
+    try {
+      await until(() => conn.status === 'ready', 'cache connection ready');
+      await fn(new RedisScores(conn, { ttlSeconds: 60, timeoutMs }));
+    } finally {
+      conn.disconnect();
+    }
+  }
+
+  it('a read that timed out is not counted as an error too when its command fails later', () =>
+    withTimingOutStore(20, async (store) => {
+      redis.pause();
+      for (let i = 0; i < 3; i++) expect(await store.read(`k${i}`)).toBeUndefined();
+      expect(store.timeouts).toBe(3);
+      // The three MGETs are still on the wire; they fail once the command timeout passes.
+      await new Promise((r) => setTimeout(r, COMMAND_TIMEOUT_MS * 3));
+      expect(store.stats()).toMatchObject({ reads: 3, timeouts: 3, errors: 0 });
+    }));
+
+  it('a write batch that fails counts one error and every score in it as not written', () =>
+    withTimingOutStore(2000, async (store) => {
+      redis.pause();
+      for (let i = 0; i < 3; i++) store.write(`t${i}`, 0.5);
+      await store.flush(10); // sent as one batch; Redis does not answer
+      expect(store.writesDropped).toBe(0);
+      await until(() => store.errors > 0, 'the write batch to fail', 5000);
+      expect(store.stats()).toMatchObject({ errors: 1, writes_dropped: 3 });
+    }));
+});

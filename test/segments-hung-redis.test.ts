@@ -57,7 +57,7 @@ describe('segment memberships while Redis hangs', () => {
     // The waiting batches end too: their commands time out instead of hanging.
     await app.services.segments.flush();
     expect(app.services.segments.dropped).toBe(60_000);
-    expect(await metric('intent_membership_records_dropped')).toBe(60_000);
+    expect(await metric('intent_membership_records_dropped_total')).toBe(60_000);
 
     // Resumed, Redis first works through the commands it was sent while frozen (reads meanwhile
     // answer 503 when they time out); then a new score is recorded again.
@@ -107,6 +107,31 @@ describe('segment memberships while Redis hangs', () => {
       expect(res.statusCode).toBe(200);
       await other.close(); // without the timeout this never resolves while Redis is frozen
       expect(other.services.segments.dropped).toBe(1);
+    } finally {
+      redis.resume();
+    }
+  });
+
+  it('close gives up on many queued writes within a bounded time, not one command timeout per batch, and counts each record once', async () => {
+    const other = await buildTestApp({ API_KEYS, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '400' });
+    await other.ready();
+    redis.pause();
+    try {
+      // One write batch each, queued behind one another: waiting for all would take 40 × 400 ms.
+      for (let i = 0; i < 40; i++) {
+        const res = await other.inject({ method: 'POST', url: '/v1/predict', headers: PRED, payload: { userId: `at-close-${i}`, features: rows[i % rows.length] } });
+        expect(res.statusCode).toBe(200);
+        await new Promise((r) => setImmediate(r));
+      }
+      const started = Date.now();
+      await other.close();
+      // At most 400 ms for the writes, then the score cache's 1 s flush on the same frozen Redis.
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(other.services.segments.dropped).toBe(40);
+      // The abandoned writes fail later (the connection is closed): they are not counted again.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(other.services.segments.dropped).toBe(40);
+      expect(other.services.segments.waiting).toBe(0);
     } finally {
       redis.resume();
     }

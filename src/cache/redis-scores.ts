@@ -50,7 +50,7 @@ export class RedisScores {
   timeouts = 0;
   /** Times reads were suspended after TIMEOUTS_TO_SUSPEND timeouts in a row. */
   suspensions = 0;
-  /** Scores not written (Redis down, slow, or too many write batches already on the wire). */
+  /** Scores not written (Redis down, slow, too many write batches already on the wire, or a failed write batch). */
   writesDropped = 0;
   /** Coalesced reads issued (one MGET each), for judging how many requests share a round trip. */
   reads = 0;
@@ -165,11 +165,17 @@ export class RedisScores {
     if (this.redis.status !== 'ready') return keys.map(() => undefined);
     this.reads++;
     let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
     const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-      timer = setTimeout(resolve, this.opts.timeoutMs, TIMED_OUT);
+      timer = setTimeout(() => {
+        timedOut = true;
+        resolve(TIMED_OUT);
+      }, this.opts.timeoutMs);
     });
     const read = this.redis.mget(keys.map((k) => PREFIX + k)).catch(() => {
-      this.errors++;
+      // A read that already counted as a timeout is not an error too when its command fails later
+      // (REDIS_COMMAND_TIMEOUT_MS): one read, one event.
+      if (!timedOut) this.errors++;
       return null;
     });
     const values = await Promise.race([read, timeout]);
@@ -210,12 +216,17 @@ export class RedisScores {
     args.push(this.opts.ttlSeconds);
     for (const [, p] of writes) args.push(String(p));
     const redis = this.redis;
+    // A failed batch is one error, and every score in it is one not written.
+    const failed = () => {
+      this.errors++;
+      this.writesDropped += writes.length;
+    };
     this.writesInFlight++;
     this.lastWrite = redis
       .evalsha(SET_MANY_SHA, ...(args as [number, ...string[]]))
       .catch((err: Error) => {
-        if (/NOSCRIPT/.test(err.message)) return redis.eval(SET_MANY, ...(args as [number, ...string[]])).catch(() => this.errors++);
-        this.errors++;
+        if (/NOSCRIPT/.test(err.message)) return redis.eval(SET_MANY, ...(args as [number, ...string[]])).catch(failed);
+        failed();
       })
       .finally(() => this.writesInFlight--);
   }

@@ -35,10 +35,20 @@ export interface ScoredEvent {
 
 export type ModelRouter = (userId: string | undefined) => LoadedModel | null;
 
+/**
+ * Who asked for a batch: `request` rows are served predictions (counted by onCounted, handed to
+ * onScored listeners); `job` rows (audience uploads, re-scores) are background work, tallied in
+ * Scorer.jobRows only, and never handed to listeners (the job records memberships itself, and a
+ * shadow compares served predictions only).
+ */
+export type PredictSource = 'request' | 'job';
+
 /** Request-path orchestration: validate → encode → cache → micro-batched model call. */
 export class Scorer {
   private listeners: ((e: ScoredEvent) => void)[] = [];
   private counters: ((modelVersion: string, cached: boolean, n: number) => void)[] = [];
+  /** Rows scored for background jobs, by model version: cumulative, read by /metrics (not served predictions). */
+  readonly jobRows = new Map<string, number>();
   router: ModelRouter;
 
   constructor(
@@ -52,7 +62,7 @@ export class Scorer {
     this.listeners.push(listener);
   }
 
-  /** Called once per answer (single) or once per batch request with its row count (for metrics). */
+  /** Called once per answer (single) or once per batch request with its row count (for metrics); never for job rows. */
   onCounted(counter: (modelVersion: string, cached: boolean, n: number) => void): void {
     this.counters.push(counter);
   }
@@ -117,9 +127,14 @@ export class Scorer {
   async predictMany(
     instances: PredictInstance[],
     issuesSoFar: FieldIssue[] = [],
-    /** `active`: the active model even during a canary (background jobs whose results feed segments). */
-    opts: { model?: 'routed' | 'active' } = {},
+    opts: {
+      /** `active`: the active model even during a canary (background jobs whose results feed segments). */
+      model?: 'routed' | 'active';
+      /** `job`: background rows, not served predictions: not counted as predictions, not emitted to listeners. */
+      source?: PredictSource;
+    } = {},
   ): Promise<{ modelVersion: string; predictions: Prediction[] }> {
+    const served = opts.source !== 'job';
     let picked: LoadedModel;
     if (opts.model === 'active') {
       const active = this.manager.active;
@@ -153,9 +168,10 @@ export class Scorer {
       for (let i = 0; i < n; i++) {
         const prediction = this.toPrediction(model, probs[i], false, oov[i], rows[i], model.personaOf(matrix, i * w));
         predictions[i] = prediction;
-        this.emit({ userId: instances[i].userId, values: rows[i], prediction, model, cacheKey: '' });
+        if (served) this.emit({ userId: instances[i].userId, values: rows[i], prediction, model, cacheKey: '' });
       }
-      this.count(model.id, false, n);
+      if (served) this.count(model.id, false, n);
+      else this.jobRows.set(model.id, (this.jobRows.get(model.id) ?? 0) + n);
       return { modelVersion: model.id, predictions };
     });
   }

@@ -1,5 +1,15 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/**
+ * A running total kept elsewhere (a plain number the code increments) handed to a Counter as the
+ * increase since the last scrape. Reading totals at scrape keeps prom-client off the hot paths.
+ */
+function deltaSince(reported: Map<string, number>, key: string, total: number): number {
+  const delta = total - (reported.get(key) ?? 0);
+  reported.set(key, total);
+  return delta > 0 ? delta : 0;
+}
+
 /** Prometheus metrics for the service (GET /metrics). One registry per app instance. */
 export function createMetrics() {
   const registry = new Registry();
@@ -9,7 +19,7 @@ export function createMetrics() {
   const pending = { true: new Map<string, { n: number }>(), false: new Map<string, { n: number }>() };
   const predictions = new Counter({
     name: 'intent_predictions_total',
-    help: 'Predictions served',
+    help: 'Predictions served (single and batch requests; background job rows are in intent_job_rows_scored_total)',
     labelNames: ['version', 'cached'] as const,
     registers: [registry],
     collect() {
@@ -31,10 +41,37 @@ export function createMetrics() {
     registers: [registry],
     collect() {
       for (const [event, value] of Object.entries(cacheStats?.() ?? {})) {
-        const delta = value - (reported.get(event) ?? 0);
+        const delta = deltaSince(reported, event, value);
         if (delta > 0) this.inc({ event }, delta);
-        reported.set(event, value);
       }
+    },
+  });
+  // Rows scored by background jobs (audience uploads, re-scores), by model version: not served
+  // predictions, so apart from intent_predictions_total. Totals live in the scorer.
+  let jobRows: (() => ReadonlyMap<string, number>) | undefined;
+  const jobRowsReported = new Map<string, number>();
+  new Counter({
+    name: 'intent_job_rows_scored_total',
+    help: 'Rows scored by background jobs (audience uploads, re-scores); not served predictions',
+    labelNames: ['version'] as const,
+    registers: [registry],
+    collect() {
+      for (const [version, total] of jobRows?.() ?? []) {
+        const delta = deltaSince(jobRowsReported, version, total);
+        if (delta > 0) this.inc({ version }, delta);
+      }
+    },
+  });
+  // Membership records dropped: the running total lives in the segment service.
+  let membershipDropped: (() => number) | undefined;
+  const droppedReported = new Map<string, number>();
+  new Counter({
+    name: 'intent_membership_records_dropped_total',
+    help: 'Membership records dropped while the store was unavailable or not keeping up',
+    registers: [registry],
+    collect() {
+      const delta = deltaSince(droppedReported, '', membershipDropped?.() ?? 0);
+      if (delta > 0) this.inc(delta);
     },
   });
   return {
@@ -43,6 +80,14 @@ export function createMetrics() {
     /** Where the L2 counters come from (the score cache). */
     observeCache(stats: () => Record<string, number>): void {
       cacheStats = stats;
+    },
+    /** Where the job row totals come from (the scorer's cumulative rows per version). */
+    observeJobRows(totals: () => ReadonlyMap<string, number>): void {
+      jobRows = totals;
+    },
+    /** Where the dropped membership records total comes from (the segment service). */
+    observeMembershipDropped(total: () => number): void {
+      membershipDropped = total;
     },
     /** Adds n predictions of a model version, answered from the cache or computed. */
     countPredictions(version: string, cached: boolean, n: number): void {
@@ -57,7 +102,6 @@ export function createMetrics() {
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
       registers: [registry],
     }),
-    membershipDropped: new Gauge({ name: 'intent_membership_records_dropped', help: 'Membership records dropped while the store was unavailable', registers: [registry] }),
     redisUp: new Gauge({ name: 'intent_redis_up', help: '1 when Redis is connected, 0 when down, -1 when disabled', registers: [registry] }),
   };
 }

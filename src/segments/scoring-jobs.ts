@@ -201,9 +201,10 @@ export class ScoringJobs extends EventEmitter {
         }
       }
       if (valid.length) {
-        // The active model, even during a canary: memberships and personas follow it. Instances go
-        // without userId so the scorer's listeners do not record them; the job records them itself.
-        const res = await this.scorer.predictMany(valid.map((r) => ({ features: r.features })), [], { model: 'active' });
+        // The active model, even during a canary: memberships and personas follow it. Job rows are
+        // not served predictions: the scorer neither counts them as such nor hands them to its
+        // listeners (segments, shadow), and they go without userId as well; the job records them itself.
+        const res = await this.scorer.predictMany(valid.map((r) => ({ features: r.features })), [], { model: 'active', source: 'job' });
         view.modelVersion = res.modelVersion;
         view.scored += valid.length;
         const at = Date.now();
