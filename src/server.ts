@@ -1,5 +1,25 @@
+import { constants } from 'node:os';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config/env.js';
+import { CLOSE_WAIT_MS } from './segments/segment-service.js';
+
+/**
+ * What services.close() may take after the HTTP drain, at most: re-scoring jobs stopping (5 s,
+ * ScoringJobs.close), queued membership writes (CLOSE_WAIT_MS), the score cache flush (1 s,
+ * ScoreCache.flush), and 1 s for the rest (a retraining worker's termination, disconnects).
+ * 8 s in all: with the default SHUTDOWN_TIMEOUT_MS (10 s), requests get 2 s to finish.
+ */
+const SERVICES_CLOSE_MS = 5000 + CLOSE_WAIT_MS + 1000 + 1000;
+
+/**
+ * How long in-flight requests get to finish before their connections are closed: the shutdown
+ * budget less what services.close() needs, so that it still runs (flushes included) within the
+ * budget. Never less than 1 s (a quarter of a budget under 4 s): with a budget under 9 s the
+ * service then has less than SERVICES_CLOSE_MS, which its worst case rarely needs.
+ */
+function drainMs(shutdownTimeoutMs: number): number {
+  return Math.max(shutdownTimeoutMs - SERVICES_CLOSE_MS, Math.min(1000, shutdownTimeoutMs / 4));
+}
 
 async function main() {
   let config;
@@ -16,8 +36,13 @@ async function main() {
   await app.listen({ port: config.PORT, host: config.HOST });
 
   let closing = false;
-  const shutdown = async (signal: string) => {
-    if (closing) return;
+  const shutdown = async (signal: NodeJS.Signals) => {
+    if (closing) {
+      // Asked twice: the operator does not want to wait. Exit as if killed by the signal (128 + n:
+      // 130 for SIGINT, 143 for SIGTERM) without draining or flushing further.
+      app.log.warn({ signal }, 'second signal during shutdown; exiting now');
+      process.exit(128 + constants.signals[signal]);
+    }
     closing = true;
     app.log.info({ signal }, 'shutting down: draining requests');
     const timer = setTimeout(() => {
@@ -25,7 +50,21 @@ async function main() {
       process.exit(1);
     }, config.SHUTDOWN_TIMEOUT_MS);
     timer.unref();
-    await app.close();
+    // A client that never finishes its request (a stalled upload, a body never completed) would
+    // hold the drain, and services.close() after it, for the whole budget.
+    const drain = setTimeout(() => {
+      app.log.warn({ drainMs: drainMs(config.SHUTDOWN_TIMEOUT_MS) }, 'requests still in flight after the drain time; closing their connections');
+      app.server.closeAllConnections();
+    }, drainMs(config.SHUTDOWN_TIMEOUT_MS));
+    drain.unref();
+    app.server.once('close', () => clearTimeout(drain));
+    try {
+      await app.close();
+    } catch (err) {
+      app.log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
+    app.log.info('shutdown complete');
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

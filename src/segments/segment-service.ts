@@ -26,6 +26,12 @@ export interface SegmentSummary {
  */
 const MAX_PENDING_RECORDS = 50_000;
 const MAX_RULE_SEGMENTS = 100;
+/**
+ * Longest close() waits for queued membership writes (less when flushWaitMs is shorter). Shutdown
+ * has SHUTDOWN_TIMEOUT_MS for everything (see server.ts), so this is a share of it, not one
+ * REDIS_COMMAND_TIMEOUT_MS per queued batch: a store that answers takes milliseconds.
+ */
+export const CLOSE_WAIT_MS = 1000;
 
 /**
  * Turns scored predictions into segment memberships. Memberships are computed on the request
@@ -44,6 +50,8 @@ export class SegmentService {
   private definitionsVersion = 0;
   /** Rules being deleted here: no new memberships for them, whatever a refresh reads meanwhile. */
   private readonly deleting = new Set<string>();
+  /** Set when close() gave up on the queued writes: they are counted in `dropped` already. */
+  private abandoned = false;
   dropped = 0;
 
   /** Records handed to the store and not yet written (or given up). */
@@ -180,6 +188,8 @@ export class SegmentService {
       this.store
         .record(batch, ids)
         .catch((err) => {
+          // Given up by close() (and counted there): the failure is the disconnect that follows it.
+          if (this.abandoned) return;
           // An outage must not fail predictions.
           this.dropped += batch.length;
           this.log.warn({ err: (err as Error).message, records: batch.length }, 'membership write failed; records dropped');
@@ -308,9 +318,9 @@ export class SegmentService {
    * up). Queued batches against a hung store each wait out their command timeout one after another,
    * so an unbounded wait could hold a request for minutes.
    */
-  private async flushedWithin(): Promise<boolean> {
+  private async flushedWithin(ms = this.opts.flushWaitMs ?? 5000): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(resolve, this.opts.flushWaitMs ?? 5000, false)));
+    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)));
     const done = await Promise.race([this.flush().then(() => true as const), timedOut]);
     clearTimeout(timer);
     return done;
@@ -320,9 +330,19 @@ export class SegmentService {
     if (!(await this.flushedWithin())) throw unavailable('membership writes are not getting through (the store is slow or down); try again later');
   }
 
+  /**
+   * Writes what is queued, waiting at most CLOSE_WAIT_MS (or flushWaitMs, if shorter): queued
+   * batches against a hung store would each wait out the command timeout, one after another, and
+   * hold shutdown past SHUTDOWN_TIMEOUT_MS. What is still waiting then is given up and counted in
+   * `dropped`; memberships are refreshed by each user's next score.
+   */
   async close(): Promise<void> {
     this.timers.forEach(clearInterval);
-    await this.flush();
+    if (await this.flushedWithin(Math.min(this.opts.flushWaitMs ?? 5000, CLOSE_WAIT_MS))) return;
+    const records = this.pendingRecords;
+    this.abandoned = true;
+    this.dropped += records;
+    this.log.warn({ records, dropped: this.dropped }, 'shutdown: membership writes still waiting on the store were given up');
   }
 }
 
