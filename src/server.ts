@@ -72,6 +72,11 @@ async function main() {
 }
 
 main().catch((err) => {
+  // Settings checked while building the app (e.g. MODEL_STORE must exist) end like env errors.
+  if (err instanceof ConfigError) {
+    console.error(err.message);
+    process.exit(2);
+  }
   console.error('fatal: failed to start', err);
   process.exit(1);
 });

@@ -133,4 +133,19 @@ describe('server startup', () => {
     expect(stderr).toMatch(/PORT/);
     expect(stderr).toContain('invalid configuration');
   });
+
+  it('exits 2 when MODEL_STORE does not exist, naming it on stderr (checked while the app is built)', async () => {
+    const child = spawn('npx', ['tsx', 'src/server.ts'], {
+      env: { ...process.env, PORT: '0', LOG_LEVEL: 'silent', MODEL_STORE: './no-such-model-store' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.stdout.resume();
+    const guard = setTimeout(() => child.kill('SIGKILL'), 45_000);
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    clearTimeout(guard);
+    expect(code).toBe(2);
+    expect(stderr).toContain('MODEL_STORE: directory "./no-such-model-store" does not exist');
+  });
 });
