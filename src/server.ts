@@ -4,10 +4,11 @@ import { ConfigError, loadConfig } from './config/env.js';
 import { CLOSE_WAIT_MS } from './segments/segment-service.js';
 
 /**
- * What services.close() may take after the HTTP drain, at most: re-scoring jobs stopping (5 s,
- * ScoringJobs.close), queued membership writes (CLOSE_WAIT_MS), the score cache flush (1 s,
- * ScoreCache.flush), and 1 s for the rest (a retraining worker's termination, disconnects).
- * 8 s in all: with the default SHUTDOWN_TIMEOUT_MS (10 s), requests get 2 s to finish.
+ * What closing the services may take, at most: jobs stopping (5 s for scoring jobs, ScoringJobs.close;
+ * a retraining job already activating its version is waited for up to 2 s meanwhile; both run in
+ * the jobs routes' preClose hook, so job event streams end with the final status), queued membership
+ * writes (CLOSE_WAIT_MS), the score cache flush (1 s, ScoreCache.flush), and 1 s for the rest
+ * (disconnects). 8 s in all: with the default SHUTDOWN_TIMEOUT_MS (10 s), requests get 2 s to finish.
  */
 const SERVICES_CLOSE_MS = 5000 + CLOSE_WAIT_MS + 1000 + 1000;
 

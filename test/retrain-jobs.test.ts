@@ -296,11 +296,46 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
       const stream = other.inject({ method: 'GET', url: `/v1/jobs/${jobId}/events`, headers: ADMIN });
       await until(() => other.services.jobs.listenerCount('job') > 0, 'the event stream to subscribe');
       await other.close();
-      expect((await stream).statusCode).toBe(200);
+      const events = await stream;
+      expect(events.statusCode).toBe(200);
+      // The stream's last event is the job's final status, sent before it ended.
+      const statuses = [...events.body.matchAll(/^event: status\ndata: (.*)$/gm)].map((m) => (JSON.parse(m[1]) as JobView).status);
+      expect(statuses.at(-1)).toBe('cancelled');
       expect(other.services.jobs.get(jobId)).toMatchObject({ status: 'cancelled', version: null });
       expect(readdirSync(versionsDir).sort()).toEqual(entriesBefore);
     } finally {
       // Closing twice is harmless; a failed wait must not leave the 500-epoch worker running.
+      await other.close();
+      rmSync(storeDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('closing the app while a job activates its new version waits for that to finish', async () => {
+    const storeDir = copyDefaultStore();
+    const other = await buildTestApp({ API_KEYS, DATA_DIR: dataDir, MODEL_STORE: storeDir });
+    try {
+      await other.ready();
+      // Hold the load of the new version (the activation's first step) until released.
+      const models = other.services.models;
+      const original = models.prepare.bind(models);
+      let release!: () => void;
+      let reached = false;
+      const gate = new Promise<void>((r) => (release = r));
+      models.prepare = async (id: string) => {
+        if (id !== BUNDLED_VERSION) {
+          reached = true;
+          await gate;
+        }
+        return original(id);
+      };
+      const res = await other.inject({ method: 'POST', url: '/v1/models/retrain', headers: ADMIN, payload: shoppersBody({ hyperparameters: { epochs: 2 }, promote: 'always' }) });
+      expect(res.statusCode, res.body).toBe(202);
+      const { jobId } = res.json() as { jobId: string };
+      await until(() => reached, 'the activation to start', JOB_TIMEOUT);
+      setTimeout(release, 300);
+      await other.close();
+      expect(other.services.jobs.get(jobId)).toMatchObject({ status: 'succeeded', promotion: { promoted: true } });
+    } finally {
       await other.close();
       rmSync(storeDir, { recursive: true, force: true });
     }

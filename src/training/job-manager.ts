@@ -218,11 +218,29 @@ export class JobManager extends EventEmitter {
   }
 
   /** Stops a running job (on shutdown), then refuses new ones. */
-  async close(): Promise<void> {
+  /** Cancels a running job; a job already saving or activating its version is waited for (up to `ms`). */
+  async close(ms = 2000): Promise<void> {
     this.closed = true;
     const rec = this.current;
     if (rec && !rec.finalizing && !rec.stopping) await this.stop(rec, 'cancelled: the service shut down');
+    else if (rec?.finalizing && !isTerminal(rec.view.status)) await this.settled(rec.view.id, ms);
     this.emit('close');
+  }
+
+  /** Resolves when the job reaches a terminal status, or after `ms`. */
+  private settled(id: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off('job', onJob);
+        resolve();
+      };
+      const onJob = (e: JobEvent) => {
+        if (e.type === 'status' && e.jobId === id && isTerminal(e.job.status)) done();
+      };
+      const timer = setTimeout(done, ms);
+      this.on('job', onJob);
+    });
   }
 
   private async stop(rec: JobRecord, reason: string): Promise<void> {

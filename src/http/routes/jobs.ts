@@ -142,9 +142,11 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
     } else if (jobs.has(id)) Authenticator.assertScope(request, 'admin', 'a retraining job');
     else throw notFound(`job ${id}`); // unknown (or finished long ago and forgotten)
   };
-  // Open event streams are ended before the server closes, or a graceful shutdown would wait on them.
+  // Open event streams are ended before the server closes, or a graceful shutdown would wait on
+  // them. Jobs are stopped first, so each stream still carries its job's final status.
   const streams = new Set<() => void>();
   app.addHook('preClose', async () => {
+    await Promise.all([jobs.close(), scoringJobs.close()]);
     for (const end of [...streams]) end();
   });
 
