@@ -26,6 +26,8 @@ describe('GET /metrics', () => {
     expect(calls).toBeLessThan(20);
     expect(Number(line('intent_micro_batch_rows_sum'))).toBe(20); // the warm-up at load time bypasses the batcher
     expect(line('intent_redis_up')).toBe('-1');
+    // Buckets reach the largest BATCH_MAX_SIZE allowed (10,000).
+    expect(res.body).toContain('intent_micro_batch_rows_bucket{le="10000"}');
   });
 
   it('keeps prediction counts cumulative across scrapes, counting each prediction once', async () => {

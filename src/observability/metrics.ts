@@ -99,7 +99,8 @@ export function createMetrics() {
     batchSize: new Histogram({
       name: 'intent_micro_batch_rows',
       help: 'Rows per model call from the micro-batcher',
-      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+      // Up to BATCH_MAX_SIZE's upper bound, so no configured size lands only in +Inf.
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 10_000],
       registers: [registry],
     }),
     redisUp: new Gauge({ name: 'intent_redis_up', help: '1 when Redis is connected, 0 when down, -1 when disabled', registers: [registry] }),
