@@ -25,4 +25,27 @@ describe('segment profile', () => {
     expect(rare.populationShare).toBeCloseTo(0.025, 10);
     expect(rare.lift).toBeCloseTo(20, 10);
   });
+
+  it('the distinctive text names the value the score comes from, listed even when the segment has none of it', () => {
+    const spec = {
+      specVersion: 1,
+      label: { name: 'y', positive: '1' },
+      threshold: 0.5,
+      features: [
+        { name: 'month', type: 'categorical', nullable: false, impute: 'May', vocabulary: ['May', 'Nov', 'Dec'] },
+        { name: 'rate', type: 'numeric', nullable: false, impute: 0 },
+      ],
+    } as never;
+    const row = (userId: string, month: string, rate: number): UserRecord => ({ ...user(userId, 'v1', null), features: { month, rate } });
+    // The segment is "month ne May": May is 40 % of everyone and 0 % of the segment.
+    const population = Array.from({ length: 100 }, (_, i) => row(`p${i}`, i < 40 ? 'May' : i < 80 ? 'Nov' : 'Dec', i < 40 ? 0.0433 : 0.0372));
+    const members = population.filter((u) => u.features!.month !== 'May');
+    const profile = computeProfile(spec, members, population, { size: members.length, scoredUsers: 100 }, 'v1');
+    const month = profile.features!.find((f) => f.feature === 'month')!;
+    expect(month.categories!.map((c) => c.value)).toContain('May');
+    expect(month.categories!.find((c) => c.value === 'May')).toMatchObject({ share: 0, populationShare: 0.4, lift: 0 });
+    expect(profile.distinctive!.find((d) => d.feature === 'month')!.text).toBe('month = May: 0% vs 40% overall');
+    // Small rates keep three significant figures instead of rounding to the same 0.04.
+    expect(profile.distinctive!.find((d) => d.feature === 'rate')!.text).toBe('rate: mean 0.0372 vs 0.0396 overall');
+  });
 });

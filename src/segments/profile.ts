@@ -48,6 +48,8 @@ export function computeProfile(
   const withFeatures = members.filter((m) => m.features);
   const popWithFeatures = population.filter((m) => m.features);
   const features: FeatureProfile[] = [];
+  /** Per categorical feature, the value its distinctiveness comes from (the text names that one). */
+  const mostDistinct = new Map<string, string>();
   for (const f of spec?.features ?? []) {
     const seg = withFeatures.map((m) => m.features![f.name]).filter((v) => v !== null && v !== undefined);
     const pop = popWithFeatures.map((m) => m.features![f.name]).filter((v) => v !== null && v !== undefined);
@@ -72,23 +74,33 @@ export function computeProfile(
         })
         .sort((a, b) => b.share - a.share);
       let distinctiveness = 0;
+      let most: string | undefined;
       for (const value of new Set([...segShares.keys(), ...popShares.keys()])) {
         const ps = popShares.get(value) ?? 0;
         const d = Math.abs((segShares.get(value) ?? 0) - ps) / Math.sqrt(Math.max(ps * (1 - ps), 1e-3));
-        distinctiveness = Math.max(distinctiveness, d);
+        if (d > distinctiveness) [distinctiveness, most] = [d, value];
       }
+      // The ten commonest values in the segment, plus the one the score comes from, which may be
+      // rare there or absent (a segment defined by "Month ne May" is distinctive for May).
+      const listed = categories.slice(0, 10);
+      if (most !== undefined && !listed.some((c) => c.value === most)) {
+        const populationShare = popShares.get(most) ?? 0;
+        const share = segShares.get(most) ?? 0;
+        listed.push({ value: most, share, populationShare, lift: populationShare > 0 ? share / populationShare : Infinity });
+      }
+      if (most !== undefined) mostDistinct.set(f.name, most);
       features.push({
         feature: f.name,
         type: f.type,
         distinctiveness,
-        categories: categories.slice(0, 10).map((c) => ({ ...c, lift: Number.isFinite(c.lift) ? c.lift : 999 })),
+        categories: listed.map((c) => ({ ...c, lift: Number.isFinite(c.lift) ? c.lift : 999 })),
       });
     }
   }
   const distinctive = [...features]
     .sort((a, b) => b.distinctiveness - a.distinctiveness)
     .slice(0, 5)
-    .map((f) => ({ feature: f.feature, distinctiveness: f.distinctiveness, text: describe(f) }));
+    .map((f) => ({ feature: f.feature, distinctiveness: f.distinctiveness, text: describe(f, mostDistinct.get(f.feature)) }));
 
   const personaCounts = new Map<number, number>();
   for (const m of members) if (m.persona !== null && m.version === activeVersion) personaCounts.set(m.persona, (personaCounts.get(m.persona) ?? 0) + 1);
@@ -120,13 +132,19 @@ function shares(values: string[]): Map<string, number> {
   return m;
 }
 
-function describe(f: FeatureProfile): string {
+/** One line on a feature: the means, or the shares of the value its distinctiveness comes from. */
+function describe(f: FeatureProfile, mostDistinct: string | undefined): string {
   if (f.numeric) {
     const { segment, population } = f.numeric;
     return `${f.feature}: mean ${fmt(segment.mean)} vs ${fmt(population.mean)} overall`;
   }
-  const top = [...(f.categories ?? [])].sort((a, b) => Math.abs(b.share - b.populationShare) - Math.abs(a.share - a.populationShare))[0];
-  return top ? `${f.feature} = ${top.value}: ${(top.share * 100).toFixed(0)}% vs ${(top.populationShare * 100).toFixed(0)}% overall` : f.feature;
+  const top = f.categories?.find((c) => c.value === mostDistinct);
+  return top ? `${f.feature} = ${top.value}: ${pct(top.share)} vs ${pct(top.populationShare)} overall` : f.feature;
 }
 
-const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2));
+/** Three significant figures below 100, so small rates (0.0372 vs 0.0433) do not round to equal. */
+const fmt = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : String(Number(x.toPrecision(3))));
+const pct = (share: number) => {
+  const p = share * 100;
+  return `${p >= 10 || p === 0 ? p.toFixed(0) : String(Number(p.toPrecision(2)))}%`;
+};
