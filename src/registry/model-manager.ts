@@ -22,11 +22,14 @@ export class ModelManager extends EventEmitter {
   private canaryModel: LoadedModel | null = null;
   private loading = new Map<string, Promise<LoadedModel>>();
   /**
-   * Loaded but not yet served (activation in progress); retired if unused for a minute. Each entry
-   * remembers the version's manifest as it was loaded: an id can be deleted and registered again
-   * with other files (on any replica sharing the store), and must not be served from memory then.
+   * Every loaded model's version manifest (its sha256, see manifestOf) as it was when the load
+   * started, or null if there was none then. An id can be deleted and registered again with other
+   * files (on any replica sharing the store, perhaps while this one missed the states between), so
+   * a model is "version id" only while the manifest on disk is still the one it was loaded from.
    */
-  private prepared = new Map<string, { model: LoadedModel; timer: NodeJS.Timeout; manifest: string | null }>();
+  private manifests = new WeakMap<LoadedModel, string | null>();
+  /** Loaded but not yet served (activation in progress); retired if unused for a minute. */
+  private prepared = new Map<string, { model: LoadedModel; timer: NodeJS.Timeout }>();
 
   constructor(
     readonly store: ModelStore,
@@ -44,12 +47,16 @@ export class ModelManager extends EventEmitter {
     return this.canaryModel;
   }
 
-  /** Loads (or reuses) a version without serving it; failures leave everything untouched. */
+  /**
+   * Loads (or reuses) a version without serving it; failures leave everything untouched. A served
+   * (active or canary) model is reused unless its id now has other files (see servedAsIs).
+   */
   async prepare(id: string): Promise<LoadedModel> {
-    for (const m of [this.activeModel, this.canaryModel]) if (m?.id === id) return m;
+    for (const m of [this.activeModel, this.canaryModel]) if (m?.id === id && this.servedAsIs(m)) return m;
     const ready = this.prepared.get(id);
     if (ready) {
-      if (ready.manifest !== null && ready.manifest === this.manifestOf(id)) return ready.model;
+      const manifest = this.manifests.get(ready.model);
+      if (manifest != null && manifest === this.manifestOf(id)) return ready.model;
       this.discard(id); // deleted (and perhaps registered again with other files) since it was loaded
     }
     let p = this.loading.get(id);
@@ -58,6 +65,7 @@ export class ModelManager extends EventEmitter {
       const manifest = this.manifestOf(id);
       const load: Promise<LoadedModel> = loadVersion(this.store, id, this.batching)
         .then((model) => {
+          this.manifests.set(model, manifest);
           const timer = setTimeout(() => {
             if (this.prepared.get(id)?.model === model) this.prepared.delete(id);
             if (model !== this.activeModel && model !== this.canaryModel) model.retire();
@@ -65,7 +73,7 @@ export class ModelManager extends EventEmitter {
           timer.unref();
           // A load discarded meanwhile (its version was deleted) goes to its callers only, never to
           // the cache; the timer still frees it if none of them serves it.
-          if (this.loading.get(id) === load) this.prepared.set(id, { model, timer, manifest });
+          if (this.loading.get(id) === load) this.prepared.set(id, { model, timer });
           return model;
         })
         .finally(() => {
@@ -101,6 +109,16 @@ export class ModelManager extends EventEmitter {
     }
   }
 
+  /**
+   * Whether a served model still is its version as stored: the manifest on disk is the one it was
+   * loaded from. A missing manifest (the version deleted, or being registered again) keeps it: it
+   * is served until the state names another version, and its replacement is loaded once stored.
+   */
+  private servedAsIs(model: LoadedModel): boolean {
+    const now = this.manifestOf(model.id);
+    return now === null || now === this.manifests.get(model);
+  }
+
   private take(id: string, model: LoadedModel): void {
     const entry = this.prepared.get(id);
     if (entry?.model === model) {
@@ -111,7 +129,9 @@ export class ModelManager extends EventEmitter {
 
   /** Makes `id` the active model in this process (no state persisted: see the lifecycle service). */
   async serveActive(id: string): Promise<LoadedModel> {
-    if (this.activeModel?.id === id) return this.activeModel;
+    if (this.activeModel?.id === id && this.servedAsIs(this.activeModel)) return this.activeModel;
+    // Not served, or served from files that were since replaced under the same id (deleted and
+    // registered again, perhaps while this replica missed the states between): load the stored ones.
     const next = await this.prepare(id);
     this.take(id, next);
     const prev = this.activeModel;
@@ -125,7 +145,7 @@ export class ModelManager extends EventEmitter {
   }
 
   async serveCanary(id: string | null): Promise<void> {
-    if ((this.canaryModel?.id ?? null) === id) return;
+    if ((this.canaryModel?.id ?? null) === id && (!this.canaryModel || this.servedAsIs(this.canaryModel))) return;
     const next = id ? await this.prepare(id) : null;
     if (id && next) this.take(id, next);
     const prev = this.canaryModel;
