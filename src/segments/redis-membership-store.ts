@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { isPersonaSegment, type Bands, type RuleSegment } from './definitions.js';
 import {
@@ -85,8 +86,23 @@ return 1
  * expires TTL after that visit, not after the re-score. Otherwise guard is ''. Since a guarded
  * write may be refused, it marks its segments updated here, only when written; unguarded records
  * pass '' and the caller marks their segments once per batch.
+ *
+ * Erasure on another replica (KEYS[4], the user's tombstone, see ERASE_USER): a record whose time
+ * is not after the erasure is one computed before it and written late (another replica's queue),
+ * so it is refused; its cache key, if any, is noted in the tombstone for the erasing replica's
+ * second cache delete. Deleted rules (KEYS[5], id → deletion time): a replica whose definitions
+ * are up to 2 s old still assigns a rule deleted elsewhere; such ids are neither joined nor listed
+ * in the user's record. Bands and persona segments are never rules and are always written.
  */
 const RECORD_USER = `
+local erased = redis.call('HGET', KEYS[4], 't')
+if erased and tonumber(ARGV[2]) <= tonumber(erased) then
+  local n = tonumber(ARGV[7])
+  for i = 1, n * 2, 2 do
+    if ARGV[7 + i] == 'ck' then redis.call('HSET', KEYS[4], 'ck:' .. ARGV[8 + i], '1') end
+  end
+  return 0
+end
 local guarded = ARGV[5] ~= ''
 if guarded then
   local seen = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -99,6 +115,25 @@ local fields = {}
 for i = 1, n * 2 do fields[i] = ARGV[7 + i] end
 local member = {}
 for i = 8 + n * 2, #ARGV do member[ARGV[i]] = true end
+local function deleted_rule(s)
+  if s == 'high-intent' or s == 'medium-intent' or s == 'low-intent' or string.match(s, '^persona%-%d+$') then return false end
+  return redis.call('ZSCORE', KEYS[5], s) ~= false
+end
+for i = 1, n * 2, 2 do
+  if fields[i] == 'segs' then
+    local ok, listed = pcall(cjson.decode, fields[i + 1])
+    if ok and type(listed) == 'table' then
+      local kept, dropped = {}, false
+      for _, s in ipairs(listed) do
+        if deleted_rule(s) then dropped = true; member[s] = nil else kept[#kept + 1] = s end
+      end
+      if dropped then fields[i + 1] = #kept == 0 and '[]' or cjson.encode(kept) end
+    end
+  end
+end
+for s in pairs(member) do
+  if deleted_rule(s) then member[s] = nil end
+end
 if prev then
   local ok, listed = pcall(cjson.decode, prev)
   if ok and type(listed) == 'table' then
@@ -126,10 +161,11 @@ return 1
 /**
  * Rule definitions, checked and written in one step so that uniqueness, the limit and existence
  * hold against concurrent requests and other replicas. KEYS: pi:seg-rules, the segment's set,
- * pi:seg-updated.
+ * pi:seg-updated, pi:seg-deleted.
  *
  * Create (ARGV: id, rule JSON, max rules): only if absent and under the limit; the segment starts
- * empty, dropping members a replica with stale definitions wrote under this id after a delete.
+ * empty, dropping members a replica with stale definitions wrote under this id after a delete,
+ * and the id is no longer a deleted rule.
  */
 const CREATE_RULE = `
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'exists' end
@@ -137,6 +173,7 @@ if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 'full' end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[2])
 redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 return 'created'
 `;
 
@@ -153,13 +190,60 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 `;
 
-/** Delete (ARGV: id): members go only with an existing rule (never a band's or persona's). */
+/**
+ * Delete (ARGV: id, now ms, how long deleted ids are remembered in ms): members go only with an
+ * existing rule (never a band's or persona's). The id is remembered as deleted (pi:seg-deleted,
+ * id → deletion time) so that records from replicas that still have the rule (definitions are
+ * refreshed every 2 s) do not fill it again; ids deleted longer ago than that are forgotten here.
+ */
 const DELETE_RULE = `
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[3])))
 return 1
 `;
+
+/**
+ * Erases one user in one step. KEYS: user hash, pi:seen, the user's tombstone, then the segment
+ * sets that exist (from a SCAN). ARGV: userId, erase time (ms), tombstone TTL (ms).
+ * Removes the user from those sets and from the ones their record lists (a set created after the
+ * SCAN), deletes the record, and writes the tombstone (a hash: t = erase time): records computed
+ * before the erasure and written after it (other replicas' queues) are refused by RECORD_USER.
+ * Returns: record existed (1/0), features existed (1/0), cache key ('' for none), removed set keys.
+ */
+const ERASE_USER = `
+local h = redis.call('HMGET', KEYS[1], 'p', 'f', 'ck', 'segs')
+local prev = redis.call('HGET', KEYS[3], 't')
+if not prev or tonumber(prev) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[3], 't', ARGV[2]) end
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+local removed, done = {}, {}
+local function rm(k)
+  if done[k] then return end
+  done[k] = true
+  if redis.call('ZREM', k, ARGV[1]) == 1 then removed[#removed + 1] = k end
+end
+for i = 4, #KEYS do rm(KEYS[i]) end
+if h[4] then
+  local ok, listed = pcall(cjson.decode, h[4])
+  if ok and type(listed) == 'table' then
+    for _, s in ipairs(listed) do rm('pi:seg:' .. s) end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return { h[1] and 1 or 0, h[2] and 1 or 0, h[3] or '', removed }
+`;
+
+/**
+ * How long an erasure's tombstone refuses records computed before it. It must outlast any write
+ * still queued on another replica: such writes give up after REDIS_COMMAND_TIMEOUT_MS (at most
+ * 10 minutes), and a store that answers takes milliseconds.
+ */
+export const ERASED_TTL_MS = 15 * 60_000;
+/** How long a deleted rule id is remembered (records from replicas with stale definitions are refused). */
+const DELETED_RULE_KEEP_MS = 7 * 86_400_000;
 
 /**
  * User hashes outlive their last visit by this much beyond the membership TTL, so the expiry
@@ -175,6 +259,9 @@ const K = {
   updated: 'pi:seg-updated',
   bands: 'pi:seg-bands',
   rules: 'pi:seg-rules',
+  deletedRules: 'pi:seg-deleted',
+  /** Keyed by a hash of the userId: erasure leaves no key or value that contains the userId. */
+  erased: (id: string) => `pi:erased:${createHash('sha256').update(id).digest('hex')}`,
 };
 
 /**
@@ -193,10 +280,11 @@ export class RedisMembershipStore implements MembershipStore {
     // is created, so one defined later is missing from it.
     const r = redis as unknown as Record<string, unknown>;
     if (typeof r.piExpireUser !== 'function') redis.defineCommand('piExpireUser', { numberOfKeys: 2, lua: EXPIRE_USER });
-    if (typeof r.piRecordUser !== 'function') redis.defineCommand('piRecordUser', { numberOfKeys: 3, lua: RECORD_USER });
-    if (typeof r.piCreateRule !== 'function') redis.defineCommand('piCreateRule', { numberOfKeys: 3, lua: CREATE_RULE });
+    if (typeof r.piRecordUser !== 'function') redis.defineCommand('piRecordUser', { numberOfKeys: 5, lua: RECORD_USER });
+    if (typeof r.piCreateRule !== 'function') redis.defineCommand('piCreateRule', { numberOfKeys: 4, lua: CREATE_RULE });
     if (typeof r.piUpdateRule !== 'function') redis.defineCommand('piUpdateRule', { numberOfKeys: 1, lua: UPDATE_RULE });
-    if (typeof r.piDeleteRule !== 'function') redis.defineCommand('piDeleteRule', { numberOfKeys: 3, lua: DELETE_RULE });
+    if (typeof r.piDeleteRule !== 'function') redis.defineCommand('piDeleteRule', { numberOfKeys: 4, lua: DELETE_RULE });
+    if (typeof r.piEraseUser !== 'function') redis.defineCommand('piEraseUser', { lua: ERASE_USER });
   }
 
   private get scripts() {
@@ -204,6 +292,7 @@ export class RedisMembershipStore implements MembershipStore {
       piCreateRule(...args: ScriptArg[]): Promise<string>;
       piUpdateRule(...args: ScriptArg[]): Promise<number>;
       piDeleteRule(...args: ScriptArg[]): Promise<number>;
+      piEraseUser(numberOfKeys: number, ...args: ScriptArg[]): Promise<[number, number, string, string[]]>;
     };
   }
 
@@ -229,7 +318,7 @@ export class RedisMembershipStore implements MembershipStore {
       const member = r.segments.filter((id) => segmentIds.includes(id));
       // A guarded write may be refused: the script marks its segments only if it writes.
       const guarded = r.ifSeenAt !== undefined;
-      p.piRecordUser(K.user(r.userId), K.seen, K.updated, r.userId, at, this.ttlSeconds + HASH_TTL_MARGIN_S, r.probability, r.ifSeenAt ?? '', guarded ? now : '', pairs.length / 2, ...pairs, ...member);
+      p.piRecordUser(K.user(r.userId), K.seen, K.updated, K.erased(r.userId), K.deletedRules, r.userId, at, this.ttlSeconds + HASH_TTL_MARGIN_S, r.probability, r.ifSeenAt ?? '', guarded ? now : '', pairs.length / 2, ...pairs, ...member);
       if (!guarded) for (const id of member) touched.add(id);
     }
     for (const id of touched) p.hset(K.updated, id, now);
@@ -302,7 +391,6 @@ export class RedisMembershipStore implements MembershipStore {
   }
 
   async erase(userId: string): Promise<ErasureReport & { cacheKeys: string[] }> {
-    const h = await this.redis.hgetall(K.user(userId));
     // Remove from every segment set that exists, not only the ones the record names.
     const segKeys: string[] = [];
     let cur = '0';
@@ -311,19 +399,24 @@ export class RedisMembershipStore implements MembershipStore {
       cur = next;
       segKeys.push(...keys);
     } while (cur !== '0');
-    const p = this.redis.pipeline();
-    for (const k of segKeys) p.zrem(k, userId);
-    p.del(K.user(userId));
-    p.zrem(K.seen, userId);
-    const res = await execOrThrow(p);
-    const segments = segKeys.filter((_, i) => Number(res[i]?.[1]) > 0).map((k) => k.slice('pi:seg:'.length));
+    const keys = [K.user(userId), K.seen, K.erased(userId), ...new Set(segKeys)];
+    const [record, features, ck, removed] = await this.scripts.piEraseUser(keys.length, ...keys, userId, Date.now(), ERASED_TTL_MS);
     return {
-      segments,
-      userRecord: h.p !== undefined,
-      features: h.f !== undefined,
+      segments: removed.map((k) => k.slice('pi:seg:'.length)),
+      userRecord: Number(record) === 1,
+      features: Number(features) === 1,
       cacheEntries: 0,
-      cacheKeys: h.ck ? [h.ck] : [],
+      cacheKeys: ck ? [ck] : [],
     };
+  }
+
+  /**
+   * Cache keys of records refused by the user's tombstone (computed before the erasure, written
+   * after it by another replica): their scores may reach the score cache after the erasure.
+   */
+  async erasedCacheKeys(userId: string): Promise<string[]> {
+    const fields = await this.redis.hkeys(K.erased(userId));
+    return fields.filter((f) => f.startsWith('ck:')).map((f) => f.slice(3));
   }
 
   async sample(segmentId: string | null, n: number): Promise<UserRecord[]> {
@@ -405,7 +498,7 @@ export class RedisMembershipStore implements MembershipStore {
   }
 
   async createRule(r: RuleSegment, maxRules: number): Promise<'created' | 'exists' | 'full'> {
-    return (await this.scripts.piCreateRule(K.rules, K.seg(r.id), K.updated, r.id, JSON.stringify(r), maxRules)) as 'created' | 'exists' | 'full';
+    return (await this.scripts.piCreateRule(K.rules, K.seg(r.id), K.updated, K.deletedRules, r.id, JSON.stringify(r), maxRules)) as 'created' | 'exists' | 'full';
   }
 
   async updateRule(id: string, change: (current: RuleSegment) => RuleSegment): Promise<RuleSegment | null> {
@@ -421,7 +514,7 @@ export class RedisMembershipStore implements MembershipStore {
   }
 
   async deleteRule(id: string): Promise<boolean> {
-    return Number(await this.scripts.piDeleteRule(K.rules, K.seg(id), K.updated, id)) === 1;
+    return Number(await this.scripts.piDeleteRule(K.rules, K.seg(id), K.updated, K.deletedRules, id, Date.now(), DELETED_RULE_KEEP_MS)) === 1;
   }
 
   async close(): Promise<void> {}

@@ -32,6 +32,12 @@ const MAX_RULE_SEGMENTS = 100;
  * REDIS_COMMAND_TIMEOUT_MS per queued batch: a store that answers takes milliseconds.
  */
 export const CLOSE_WAIT_MS = 1000;
+/**
+ * After an erasure, when the score-cache keys are deleted again: other replicas' cache writes
+ * leave within 10 ms of scoring and their membership writes on the next tick, so both have
+ * landed well before this (plus the wire).
+ */
+export const ERASE_CACHE_RECHECK_MS = 1000;
 
 /**
  * Turns scored predictions into segment memberships. Memberships are computed on the request
@@ -305,12 +311,38 @@ export class SegmentService {
     return this.store.dropPersonaSegments();
   }
 
+  /**
+   * Erases the user from the store and the score cache. Writes queued here go first; writes queued
+   * on other replicas (same store) are refused by the store's tombstone. Their score-cache writes
+   * leave within the cache's write window (10 ms) and may land after the delete here, so the
+   * cache keys (the one the record named, and those of records the tombstone refused) are deleted
+   * again ERASE_CACHE_RECHECK_MS later, off the request path.
+   */
   async eraseUser(userId: string) {
     await this.flushedOrUnavailable(); // a write queued for this user must not land after the erasure
     const report = await this.store.erase(userId);
     const cacheEntries = report.cacheKeys.length ? await this.cache.delete(report.cacheKeys) : 0;
+    if (this.store.kind === 'redis') this.eraseCacheLater(userId, report.cacheKeys);
     const { cacheKeys: _drop, ...rest } = report;
     return { ...rest, cacheEntries };
+  }
+
+  private readonly lateErasures = new Set<NodeJS.Timeout>();
+
+  private eraseCacheLater(userId: string, known: string[]): void {
+    const timer = setTimeout(() => {
+      this.lateErasures.delete(timer);
+      const store = this.store as MembershipStore & { erasedCacheKeys?(userId: string): Promise<string[]> };
+      void (store.erasedCacheKeys?.(userId) ?? Promise.resolve([]))
+        .catch(() => [] as string[])
+        .then((late) => {
+          const keys = [...new Set([...known, ...late])];
+          return keys.length ? this.cache.delete(keys) : 0;
+        })
+        .catch((err) => this.log.warn({ err: (err as Error).message }, 'erasure: second score-cache delete failed'));
+    }, ERASE_CACHE_RECHECK_MS);
+    timer.unref();
+    this.lateErasures.add(timer);
   }
 
   /**
@@ -338,6 +370,8 @@ export class SegmentService {
    */
   async close(): Promise<void> {
     this.timers.forEach(clearInterval);
+    this.lateErasures.forEach(clearTimeout);
+    this.lateErasures.clear();
     if (await this.flushedWithin(Math.min(this.opts.flushWaitMs ?? 5000, CLOSE_WAIT_MS))) return;
     const records = this.pendingRecords;
     this.abandoned = true;
