@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { ModelStore, StoreState } from './model-store.js';
@@ -8,11 +9,43 @@ const CHANNEL = 'pi:models:changed';
 const HISTORY_LIMIT = 500;
 /** Attempts of one change when other replicas keep changing the state under it. */
 const UPDATE_ATTEMPTS = 5;
+/** After a write whose answer was lost (timeout, dropped connection): the longest wait for a re-read. */
+const VERIFY_MIN_WAIT_MS = 5000;
 /**
- * Compare-and-set: writes ARGV[2] (and publishes) only if the key still holds ARGV[1] (the empty
+ * Compare-and-set: writes the state (and publishes) only if the key still holds ARGV[1] (the empty
  * string standing for "no key"), so a change computed from a stale read never overwrites another.
+ * The written state gets the next revision: one more than the current one's (or ARGV[5], the
+ * revision this replica's mirror has seen, if higher). ARGV[2] is the state's JSON without its
+ * revision; the script puts it first. Returns the new revision, or 0 when the state had changed.
  */
-const CAS_STATE = "local cur = redis.call('GET', KEYS[1]) or '' if cur ~= ARGV[1] then return 0 end redis.call('SET', KEYS[1], ARGV[2]) redis.call('PUBLISH', ARGV[3], ARGV[4]) return 1";
+const CAS_STATE = `
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then return 0 end
+local rev = tonumber(ARGV[5]) or 0
+if cur ~= '' then
+  local ok, s = pcall(cjson.decode, cur)
+  if ok and type(s) == 'table' and type(s.revision) == 'number' and s.revision > rev then rev = s.revision end
+end
+rev = math.floor(rev) + 1
+redis.call('SET', KEYS[1], '{"revision":' .. rev .. ',' .. string.sub(ARGV[2], 2))
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return rev`;
+
+/**
+ * The state as stored: StoreState plus `revision` (bumped by every change, orders mirror writes)
+ * and, on the history entries a change adds, `change` (its id, to find out after a write whose
+ * answer was lost whether it was applied). `lastChange` carries the id of a change that added no
+ * history entry.
+ */
+type Revised = StoreState & { revision?: number; lastChange?: string };
+type Entry = StoreState['history'][number] & { change?: string };
+
+const revisionOf = (state: StoreState): number => {
+  const r = (state as Revised).revision;
+  return typeof r === 'number' && Number.isFinite(r) ? r : 0;
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Where active/canary state lives. Without Redis: the store's state.json. With Redis: a key
@@ -34,7 +67,7 @@ export class FleetState {
         const raw = await this.redis.get(STATE_KEY);
         if (raw) {
           const state = JSON.parse(raw) as StoreState;
-          this.store.writeState(state);
+          this.mirror(state);
           return state;
         }
       } catch (err) {
@@ -42,6 +75,28 @@ export class FleetState {
       }
     }
     return this.store.readState();
+  }
+
+  /**
+   * Mirrors a state read from Redis to state.json, only if newer than what the file holds: a read
+   * answered late (after a newer change was mirrored) must not put the older state back, which
+   * seed() would restore into a Redis that restarted empty. Unchanged states are not rewritten.
+   */
+  mirror(state: StoreState): void {
+    try {
+      this.store.writeState(state, { ifNewer: true });
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'could not mirror the fleet state to the store');
+    }
+  }
+
+  /** The revision the local mirror holds (0 if none or unreadable). */
+  private mirroredRevision(): number {
+    try {
+      return revisionOf(this.store.readState());
+    } catch {
+      return 0;
+    }
   }
 
   /**
@@ -53,11 +108,18 @@ export class FleetState {
    * Redis is written first and the local mirror only once that succeeded: a change refused during
    * an outage must not reach state.json, or replicas (which read the mirror while Redis is down,
    * and may share the store volume) would apply it anyway.
+   *
+   * A write whose answer is lost (command timeout, e.g. while a failover pauses writes; dropped
+   * connection) may still be applied by Redis. Each change carries an id (on the history entries
+   * it adds): the state is then read again, for a bounded time, and the change counts as made if
+   * it is there (so the caller completes it), refused (503) if it is not, and 503 "outcome unknown"
+   * if the state could not be read.
    */
   async update(change: (state: StoreState) => void): Promise<StoreState> {
     if (!this.redis) {
       const state = this.store.readState();
       change(state);
+      (state as Revised).revision = revisionOf(state) + 1;
       this.store.writeState(trimmed(state));
       return state;
     }
@@ -75,21 +137,64 @@ export class FleetState {
         this.log.warn({ err: (err as Error).message }, 'reading fleet state from redis failed');
         throw refused();
       }
-      const state = raw ? (JSON.parse(raw) as StoreState) : this.store.readState();
+      const state = (raw ? JSON.parse(raw) : this.store.readState()) as Revised;
+      const entries = state.history.length;
       change(state);
+      const id = randomUUID();
+      if (state.history.length > entries) {
+        for (const h of state.history.slice(entries) as Entry[]) h.change = id;
+        delete state.lastChange;
+      } else state.lastChange = id;
+      const { revision: _, ...unrevised } = trimmed(state) as Revised;
       let written: unknown;
       try {
-        written = await this.redis.eval(CAS_STATE, 1, STATE_KEY, raw ?? '', JSON.stringify(trimmed(state)), CHANNEL, String(Date.now()));
+        written = await this.redis.eval(CAS_STATE, 1, STATE_KEY, raw ?? '', JSON.stringify(unrevised), CHANNEL, String(Date.now()), String(this.mirroredRevision()));
       } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'writing fleet state to redis failed');
-        throw refused();
+        this.log.warn({ err: (err as Error).message, change: id }, 'writing fleet state to redis failed; checking whether it was applied');
+        const now = await this.findChange(id);
+        if (now === 'unknown') {
+          throw unavailable('redis did not answer: the outcome of this change is unknown (it may still be applied); check GET /v1/models/history before retrying');
+        }
+        if (!now) throw refused();
+        this.log.info({ change: id }, 'the fleet state change was applied although its write reported an error');
+        this.mirror(now);
+        state.revision = revisionOf(now);
+        return state;
       }
-      if (written === 1) {
-        this.store.writeState(state);
+      if (typeof written === 'number' && written > 0) {
+        state.revision = written;
+        this.mirror(state);
         return state;
       }
     }
     throw conflict('the model state kept changing on other replicas: try again');
+  }
+
+  /**
+   * Reads the state again after a write whose answer was lost, until it can be read or the wait
+   * runs out: the state if change `id` is in it, null if not, 'unknown' if it could not be read.
+   * A read answered after the failed write is conclusive: Redis runs one connection's commands in
+   * order, and ioredis resends a connection's unanswered commands before any new one.
+   */
+  private async findChange(id: string): Promise<StoreState | null | 'unknown'> {
+    const redis = this.redis!;
+    const timeout = Number(redis.options.commandTimeout) || 0;
+    const deadline = Date.now() + Math.max(VERIFY_MIN_WAIT_MS, 2 * timeout);
+    while (Date.now() < deadline) {
+      if (redis.status === 'ready') {
+        try {
+          const raw = await redis.get(STATE_KEY);
+          if (!raw) return null;
+          const state = JSON.parse(raw) as Revised;
+          const applied = state.lastChange === id || (state.history as Entry[]).some((h) => h.change === id);
+          return applied ? state : null;
+        } catch (err) {
+          this.log.warn({ err: (err as Error).message, change: id }, 're-reading fleet state from redis failed');
+        }
+      }
+      await sleep(50);
+    }
+    return 'unknown';
   }
 
   /** Seeds Redis from local state if the fleet has none yet. */

@@ -135,18 +135,46 @@ export class ModelStore {
     }
   }
 
-  writeState(state: StoreState): void {
+  /**
+   * Writes state.json (synced, then renamed into place). `ifNewer` (the Redis mirror): only when
+   * `state` is newer than the file, by its `revision` (bumped by every fleet change), so a slow
+   * read finishing after a newer change never writes the older state back; a state that is not
+   * newer (the same one read again on every poll) is not rewritten either. Returns whether it wrote.
+   */
+  writeState(state: StoreState, { ifNewer = false }: { ifNewer?: boolean } = {}): boolean {
     const path = join(this.root, 'state.json');
+    const text = JSON.stringify(state, null, 2) + '\n';
+    if (ifNewer) {
+      let current: string | null = null;
+      try {
+        current = readFileSync(path, 'utf8');
+      } catch {
+        /* no mirror yet */
+      }
+      if (current === text) return false;
+      if (current !== null) {
+        let fileRevision: unknown;
+        try {
+          fileRevision = (JSON.parse(current) as { revision?: unknown }).revision;
+        } catch {
+          /* unreadable: replaced */
+        }
+        const revision = (state as { revision?: unknown }).revision;
+        // A state without a revision (written by an older replica) cannot be ordered: written if it differs.
+        if (typeof fileRevision === 'number' && typeof revision === 'number' && revision <= fileRevision) return false;
+      }
+    }
     const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
     // Synced before the rename: after a power loss the file is the old state or the new, never empty.
     const fd = openSync(tmp, 'w');
     try {
-      writeSync(fd, JSON.stringify(state, null, 2) + '\n');
+      writeSync(fd, text);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
     renameSync(tmp, path);
+    return true;
   }
 
   /** The version to serve: the recorded active one, else the only one, else the newest. */
