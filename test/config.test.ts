@@ -15,6 +15,18 @@ function rejects(env: Record<string, string>, variable: string): ConfigError {
   return err;
 }
 
+/** Runs the server with `env` until it exits (killed after 45 s: a regression that starts it instead). */
+async function runServer(env: NodeJS.ProcessEnv): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn('npx', ['tsx', 'src/server.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  child.stdout.resume();
+  const guard = setTimeout(() => child.kill('SIGKILL'), 45_000);
+  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+  clearTimeout(guard);
+  return { code, stderr };
+}
+
 describe('loadConfig', () => {
   it('has defaults for everything (PORT 8080)', () => {
     const c = loadConfig({});
@@ -117,17 +129,7 @@ describe('loadConfig', () => {
 describe('server startup', () => {
   it('exits non-zero with PORT=abc and names PORT on stderr', async () => {
     const { PORT: _p, ...inherited } = process.env;
-    const child = spawn('npx', ['tsx', 'src/server.ts'], {
-      env: { ...inherited, PORT: 'abc', LOG_LEVEL: 'silent', MODEL_STORE: './model-store' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.stdout.resume();
-    // Guard against a regression that starts the server instead of exiting.
-    const guard = setTimeout(() => child.kill('SIGKILL'), 45_000);
-    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
-    clearTimeout(guard);
+    const { code, stderr } = await runServer({ ...inherited, PORT: 'abc', LOG_LEVEL: 'silent', MODEL_STORE: './model-store' });
     expect(code).not.toBe(0);
     expect(code).not.toBeNull();
     expect(stderr).toMatch(/PORT/);
@@ -135,16 +137,7 @@ describe('server startup', () => {
   });
 
   it('exits 2 when MODEL_STORE does not exist, naming it on stderr (checked while the app is built)', async () => {
-    const child = spawn('npx', ['tsx', 'src/server.ts'], {
-      env: { ...process.env, PORT: '0', LOG_LEVEL: 'silent', MODEL_STORE: './no-such-model-store' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.stdout.resume();
-    const guard = setTimeout(() => child.kill('SIGKILL'), 45_000);
-    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
-    clearTimeout(guard);
+    const { code, stderr } = await runServer({ ...process.env, PORT: '0', LOG_LEVEL: 'silent', MODEL_STORE: './no-such-model-store' });
     expect(code).toBe(2);
     expect(stderr).toContain('MODEL_STORE: directory "./no-such-model-store" does not exist');
   });

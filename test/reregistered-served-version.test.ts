@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, copyDefaultStore } from './helpers/app.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
+import { batchScores } from './helpers/http.js';
 import { BUNDLED_VERSION, addSecondVersion } from './helpers/second-version.js';
 import { loadVersion } from '../src/registry/load-version.js';
 import { coerceFeatures } from '../src/preprocessing/coerce.js';
@@ -27,12 +28,7 @@ const NEW_SHIFT = -2;
 
 const rows = shopperFeatureRows(50);
 
-async function batch(app: FastifyInstance): Promise<{ modelVersion: string; probabilities: number[] }> {
-  const res = await app.inject({ method: 'POST', url: '/v1/predict/batch', headers: PREDICT, payload: { instances: rows.map((features) => ({ features })) } });
-  expect(res.statusCode, res.body).toBe(200);
-  const body = res.json() as { modelVersion: string; predictions: { probability: number; modelVersion: string }[] };
-  return { modelVersion: body.modelVersion, probabilities: body.predictions.map((p) => p.probability) };
-}
+const batch = (app: FastifyInstance) => batchScores(app, rows, PREDICT);
 
 /** Deletes a version's files and registers the id again with other weights, as another replica would. */
 function reRegister(storeDir: string, id: string, biasShift: number): void {

@@ -56,3 +56,15 @@ export async function multipart(parts: FormPart[]) {
   const res = new Response(form);
   return { payload: Buffer.from(await res.arrayBuffer()), headers: { 'content-type': res.headers.get('content-type')! } };
 }
+
+/** `rows` scored through /v1/predict/batch (which bypasses the score cache): version and probabilities in order. */
+export async function batchScores(
+  app: { inject: (opts: { method: 'POST'; url: string; headers: Record<string, string>; payload: object }) => Promise<LightMyRequestResponse> },
+  rows: Record<string, unknown>[],
+  headers: Record<string, string>,
+): Promise<{ modelVersion: string; probabilities: number[] }> {
+  const res = await app.inject({ method: 'POST', url: '/v1/predict/batch', headers, payload: { instances: rows.map((features) => ({ features })) } });
+  expect(res.statusCode, res.body).toBe(200);
+  const body = res.json() as { modelVersion: string; predictions: { probability: number }[] };
+  return { modelVersion: body.modelVersion, probabilities: body.predictions.map((p) => p.probability) };
+}
