@@ -8,6 +8,9 @@ import type { FeatureSpec } from '../preprocessing/feature-spec.js';
 import { AppError, conflict, notFound } from '../lib/errors.js';
 import { canaryIncompatibility } from './canary-contract.js';
 
+/** How long a version's delete claim in the fleet state holds (the delete itself takes milliseconds). */
+const DELETE_CLAIM_MS = 60_000;
+
 export interface Actor {
   by: string;
   reason?: string;
@@ -74,7 +77,7 @@ export class Lifecycle {
       const model = await this.loadOrExplain(id);
       let previous: string | null = null;
       const state = await this.fleet.update((s) => {
-        this.assertStillStored(id);
+        this.assertStillStored(id, s);
         if (opts.ifActive !== undefined && s.active !== opts.ifActive) {
           throw new AppError(409, 'active_changed', `the active version is now ${s.active ?? 'none'}, not ${opts.ifActive ?? 'none'}`);
         }
@@ -101,7 +104,7 @@ export class Lifecycle {
         // the state the target was chosen from.
         const now = rollbackTarget(s);
         if (now.current !== target.current || now.previous !== target.previous) throw conflict('the model state changed meanwhile: try again');
-        this.assertStillStored(target.previous);
+        this.assertStillStored(target.previous, s);
         s.active = target.previous;
         if (s.canary?.version === target.previous) s.canary = null;
         s.history.push({ at: new Date().toISOString(), action: 'rollback', version: target.previous, previous: target.current, by: actor.by, reason: actor.reason });
@@ -132,7 +135,7 @@ export class Lifecycle {
       const state = await this.fleet.update((s) => {
         refuseActive(s);
         if (opts.mode === 'split') refuseIncompatible(s, model.spec);
-        this.assertStillStored(id);
+        this.assertStillStored(id, s);
         s.canary = { version: id, percent: opts.mode === 'shadow' ? 0 : opts.percent, mode: opts.mode };
         s.history.push({ at: new Date().toISOString(), action: `canary:${opts.mode}`, version: id, previous: s.active, by: actor.by, reason: actor.reason });
       });
@@ -174,15 +177,28 @@ export class Lifecycle {
   deleteVersion(id: string): Promise<void> {
     return this.exclusive(async () => {
       if (!this.store.has(id)) throw notFound(`version ${id}`);
-      const state = await this.fleet.read();
-      if (state.active === id || this.models.active?.id === id) throw conflict(`version ${id} is active`);
-      if (state.canary?.version === id) throw conflict(`version ${id} is the canary`);
+      if (this.models.active?.id === id) throw conflict(`version ${id} is active`);
+      // Claimed in the fleet state first, by compare-and-set: a change naming the version on another
+      // replica either lands before the claim (and the delete is refused here) or sees it (and is
+      // refused there). The claim lapses by itself after DELETE_CLAIM_MS should its removal fail.
+      await this.fleet.update((s) => {
+        if (s.active === id) throw conflict(`version ${id} is active`);
+        if (s.canary?.version === id) throw conflict(`version ${id} is the canary`);
+        s.deleting = { ...s.deleting, [id]: Date.now() };
+      });
       try {
         this.store.deleteVersion(id);
       } finally {
         // A change refused after loading it (409, or 503 while Redis is down) leaves it prepared:
         // were it kept, the id registered again with other files would be served from memory.
         this.models.discard(id);
+        await this.fleet
+          .update((s) => {
+            const { [id]: _done, ...rest } = s.deleting ?? {};
+            if (Object.keys(rest).length) s.deleting = rest;
+            else delete s.deleting;
+          })
+          .catch((err: Error) => this.log.warn({ version: id, err: err.message }, 'could not clear the delete claim; it lapses by itself'));
       }
     });
   }
@@ -210,8 +226,10 @@ export class Lifecycle {
   }
 
   /** A version deleted (on any replica) while its change was loading it must not become state. */
-  private assertStillStored(id: string): void {
+  private assertStillStored(id: string, s: StoreState): void {
     if (!this.store.has(id)) throw conflict(`version ${id} was deleted meanwhile`);
+    const claimed = s.deleting?.[id];
+    if (claimed !== undefined && Date.now() - claimed < DELETE_CLAIM_MS) throw conflict(`version ${id} is being deleted`);
   }
 
   /** Applies the fleet state to this replica; concurrent calls coalesce. Never throws. */

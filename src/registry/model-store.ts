@@ -18,6 +18,8 @@ export interface StoreState {
   active: string | null;
   canary: { version: string; percent: number; mode: 'split' | 'shadow' } | null;
   history: { at: string; action: string; version: string | null; previous: string | null; by: string; reason?: string }[];
+  /** Versions a replica is deleting (id → claim time, ms): no change may name them meanwhile. */
+  deleting?: Record<string, number>;
 }
 
 const VERSION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
