@@ -125,5 +125,10 @@ describe('a fleet state change whose Redis write does not answer in time', () =>
     // Which is why it says so: once the pause ends Redis runs the write, and the fleet follows it.
     expect(await waitAll(A, pauseMs)).toBe(true);
     expect((await history(apps[1]))[0]).toMatchObject({ action: 'activate', version: A });
+    // The replica that asked still completes the change (persona reset, re-score), once, itself.
+    const until = Date.now() + 5000;
+    while (activated[0].length < 2 && Date.now() < until) await sleep(50);
+    expect(activated[0]).toEqual([`activate ${B}`, `activate ${A}`]);
+    expect(activated[1]).toEqual([]);
   }, 30_000);
 });

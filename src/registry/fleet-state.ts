@@ -11,6 +11,8 @@ const HISTORY_LIMIT = 500;
 const UPDATE_ATTEMPTS = 5;
 /** After a write whose answer was lost (timeout, dropped connection): the longest wait for a re-read. */
 const VERIFY_MIN_WAIT_MS = 5000;
+/** How long a change answered "outcome unknown" is still watched for (the longest command timeout). */
+const LATE_CHANGE_WATCH_MS = 10 * 60_000;
 /**
  * Compare-and-set: writes the state (and publishes) only if the key still holds ARGV[1] (the empty
  * string standing for "no key"), so a change computed from a stale read never overwrites another.
@@ -115,7 +117,11 @@ export class FleetState {
    * it is there (so the caller completes it), refused (503) if it is not, and 503 "outcome unknown"
    * if the state could not be read.
    */
-  async update(change: (state: StoreState) => void): Promise<StoreState> {
+  /**
+   * `onLateApply`: run if this change is answered "outcome unknown" (503) and turns out to have
+   * been applied later, so the caller can still do what follows a change (e.g. re-scoring).
+   */
+  async update(change: (state: StoreState) => void, opts: { onLateApply?: () => void } = {}): Promise<StoreState> {
     if (!this.redis) {
       const state = this.store.readState();
       change(state);
@@ -153,6 +159,7 @@ export class FleetState {
         this.log.warn({ err: (err as Error).message, change: id }, 'writing fleet state to redis failed; checking whether it was applied');
         const now = await this.findChange(id);
         if (now === 'unknown') {
+          if (opts.onLateApply) void this.watchLateChange(id, opts.onLateApply);
           throw unavailable('redis did not answer: the outcome of this change is unknown (it may still be applied); check GET /v1/models/history before retrying');
         }
         if (!now) throw refused();
@@ -195,6 +202,25 @@ export class FleetState {
       await sleep(50);
     }
     return 'unknown';
+  }
+
+  /**
+   * After an "outcome unknown" answer: keeps looking for change `id` while Redis stays silent (up
+   * to LATE_CHANGE_WATCH_MS) and calls `then` if it turns out applied; stops once Redis answers.
+   */
+  private async watchLateChange(id: string, then: () => void): Promise<void> {
+    const deadline = Date.now() + LATE_CHANGE_WATCH_MS;
+    // Until the connection is closed for good (shutdown) or the deadline.
+    while (Date.now() < deadline && this.redis?.status !== 'end') {
+      const found = await this.findChange(id);
+      if (found === 'unknown') continue;
+      if (found) {
+        this.log.warn({ change: id }, 'a fleet state change answered "outcome unknown" was applied after all; completing it');
+        this.mirror(found);
+        then();
+      }
+      return;
+    }
   }
 
   /** Seeds Redis from local state if the fleet has none yet. */

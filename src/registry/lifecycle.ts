@@ -86,7 +86,7 @@ export class Lifecycle {
         if (s.canary?.version === id) s.canary = null;
         s.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous, by: actor.by, reason: actor.reason });
         if (previous !== id) this.endIncompatibleCanary(s, id, model.spec, actor);
-      });
+      }, this.completeLate(() => previous !== id, id, 'activate'));
       await this.reconcile();
       if (previous !== id) this.activated(id, 'activate');
       return state;
@@ -109,7 +109,7 @@ export class Lifecycle {
         if (s.canary?.version === target.previous) s.canary = null;
         s.history.push({ at: new Date().toISOString(), action: 'rollback', version: target.previous, previous: target.current, by: actor.by, reason: actor.reason });
         this.endIncompatibleCanary(s, target.previous, model.spec, actor);
-      });
+      }, this.completeLate(() => true, target.previous, 'rollback'));
       await this.reconcile();
       this.activated(target.previous, 'rollback');
       return state;
@@ -154,7 +154,7 @@ export class Lifecycle {
         s.history.push({ at: new Date().toISOString(), action: 'promote', version: promoted, previous: s.active, by: actor.by, reason: actor.reason });
         s.active = promoted;
         s.canary = null;
-      });
+      }, this.completeLate(() => true, () => promoted, 'promote'));
       await this.reconcile();
       this.activated(promoted, 'promote');
       return state;
@@ -226,6 +226,21 @@ export class Lifecycle {
   }
 
   /** A version deleted (on any replica) while its change was loading it must not become state. */
+  /**
+   * For a change answered "outcome unknown" that lands later: apply it here and run what follows
+   * an activation (persona reset, re-scoring), as the answered path does.
+   */
+  private completeLate(changed: () => boolean, version: string | (() => string), action: string): { onLateApply: () => void } {
+    return {
+      onLateApply: () => {
+        const id = typeof version === 'function' ? version() : version;
+        void this.reconcile().then(() => {
+          if (changed()) this.activated(id, action);
+        });
+      },
+    };
+  }
+
   private assertStillStored(id: string, s: StoreState): void {
     if (!this.store.has(id)) throw conflict(`version ${id} was deleted meanwhile`);
     const claimed = s.deleting?.[id];
