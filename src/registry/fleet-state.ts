@@ -5,6 +5,11 @@ import type { ModelStore, StoreState } from './model-store.js';
 import { conflict, unavailable } from '../lib/errors.js';
 
 const STATE_KEY = 'pi:models:state';
+/**
+ * The active version id alone (absent when none), written with every state write: the membership
+ * store's record script reads it to keep records of a model no longer active out of persona segments.
+ */
+const ACTIVE_KEY = 'pi:models:active';
 const CHANNEL = 'pi:models:changed';
 const HISTORY_LIMIT = 500;
 /** Attempts of one change when other replicas keep changing the state under it. */
@@ -19,6 +24,7 @@ const LATE_CHANGE_WATCH_MS = 10 * 60_000;
  * The written state gets the next revision: one more than the current one's (or ARGV[5], the
  * revision this replica's mirror has seen, if higher). ARGV[2] is the state's JSON without its
  * revision; the script puts it first. Returns the new revision, or 0 when the state had changed.
+ * KEYS[2] (pi:models:active) is set to ARGV[6], the new state's active version ('' for none: deleted).
  */
 const CAS_STATE = `
 local cur = redis.call('GET', KEYS[1]) or ''
@@ -30,8 +36,25 @@ if cur ~= '' then
 end
 rev = math.floor(rev) + 1
 redis.call('SET', KEYS[1], '{"revision":' .. rev .. ',' .. string.sub(ARGV[2], 2))
+if ARGV[6] ~= '' then redis.call('SET', KEYS[2], ARGV[6]) else redis.call('DEL', KEYS[2]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return rev`;
+
+/**
+ * Seeds the state (KEYS[1]) with ARGV[1] if absent, and the active key (KEYS[2]) with its active
+ * version ARGV[2] ('' for none). A state that already exists without an active key (written before
+ * that key existed) gets the key from its own active version.
+ */
+const SEED_STATE = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2]) else redis.call('DEL', KEYS[2]) end
+  return 1
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local ok, s = pcall(cjson.decode, redis.call('GET', KEYS[1]))
+  if ok and type(s) == 'table' and type(s.active) == 'string' then redis.call('SET', KEYS[2], s.active) end
+end
+return 0`;
 
 /**
  * The state as stored: StoreState plus `revision` (bumped by every change, orders mirror writes)
@@ -154,7 +177,7 @@ export class FleetState {
       const { revision: _, ...unrevised } = trimmed(state) as Revised;
       let written: unknown;
       try {
-        written = await this.redis.eval(CAS_STATE, 1, STATE_KEY, raw ?? '', JSON.stringify(unrevised), CHANNEL, String(Date.now()), String(this.mirroredRevision()));
+        written = await this.redis.eval(CAS_STATE, 2, STATE_KEY, ACTIVE_KEY, raw ?? '', JSON.stringify(unrevised), CHANNEL, String(Date.now()), String(this.mirroredRevision()), state.active ?? '');
       } catch (err) {
         this.log.warn({ err: (err as Error).message, change: id }, 'writing fleet state to redis failed; checking whether it was applied');
         const now = await this.findChange(id);
@@ -226,7 +249,8 @@ export class FleetState {
   /** Seeds Redis from local state if the fleet has none yet. */
   async seed(): Promise<void> {
     if (!this.redis || this.redis.status !== 'ready') return;
-    await this.redis.set(STATE_KEY, JSON.stringify(this.store.readState()), 'NX');
+    const state = this.store.readState();
+    await this.redis.eval(SEED_STATE, 2, STATE_KEY, ACTIVE_KEY, JSON.stringify(state), state.active ?? '');
   }
 
   /** Calls `onChange` on every published change and whenever the subscription (re)connects. */

@@ -93,6 +93,12 @@ return 1
  * second cache delete. Deleted rules (KEYS[5], id → deletion time): a replica whose definitions
  * are up to 2 s old still assigns a rule deleted elsewhere; such ids are neither joined nor listed
  * in the user's record. Bands and persona segments are never rules and are always written.
+ *
+ * Persona segments are the active model's (KEYS[6], pi:models:active, written with the fleet
+ * state): a replica that has not yet followed an activation still records users with the old
+ * model's persona. A record whose version (field v) is not the active one is written without
+ * persona: its persona-* ids are neither joined nor listed, and its persona field is ''. Without
+ * the key (no fleet state yet) records are written as given.
  */
 const RECORD_USER = `
 local erased = redis.call('HGET', KEYS[4], 't')
@@ -133,6 +139,33 @@ for i = 1, n * 2, 2 do
 end
 for s in pairs(member) do
   if deleted_rule(s) then member[s] = nil end
+end
+local active = redis.call('GET', KEYS[6])
+if active then
+  local version = nil
+  for i = 1, n * 2, 2 do
+    if fields[i] == 'v' then version = fields[i + 1] end
+  end
+  if version ~= active then
+    local function persona(s) return type(s) == 'string' and string.match(s, '^persona%-%d+$') ~= nil end
+    for s in pairs(member) do
+      if persona(s) then member[s] = nil end
+    end
+    for i = 1, n * 2, 2 do
+      if fields[i] == 'persona' then
+        fields[i + 1] = ''
+      elseif fields[i] == 'segs' then
+        local ok, listed = pcall(cjson.decode, fields[i + 1])
+        if ok and type(listed) == 'table' then
+          local kept, dropped = {}, false
+          for _, s in ipairs(listed) do
+            if persona(s) then dropped = true else kept[#kept + 1] = s end
+          end
+          if dropped then fields[i + 1] = #kept == 0 and '[]' or cjson.encode(kept) end
+        end
+      end
+    end
+  end
 end
 if prev then
   local ok, listed = pcall(cjson.decode, prev)
@@ -260,6 +293,8 @@ const K = {
   bands: 'pi:seg-bands',
   rules: 'pi:seg-rules',
   deletedRules: 'pi:seg-deleted',
+  /** The fleet's active model version (written by FleetState with the fleet state). */
+  activeModel: 'pi:models:active',
   /** Keyed by a hash of the userId: erasure leaves no key or value that contains the userId. */
   erased: (id: string) => `pi:erased:${createHash('sha256').update(id).digest('hex')}`,
 };
@@ -280,7 +315,7 @@ export class RedisMembershipStore implements MembershipStore {
     // is created, so one defined later is missing from it.
     const r = redis as unknown as Record<string, unknown>;
     if (typeof r.piExpireUser !== 'function') redis.defineCommand('piExpireUser', { numberOfKeys: 2, lua: EXPIRE_USER });
-    if (typeof r.piRecordUser !== 'function') redis.defineCommand('piRecordUser', { numberOfKeys: 5, lua: RECORD_USER });
+    if (typeof r.piRecordUser !== 'function') redis.defineCommand('piRecordUser', { numberOfKeys: 6, lua: RECORD_USER });
     if (typeof r.piCreateRule !== 'function') redis.defineCommand('piCreateRule', { numberOfKeys: 4, lua: CREATE_RULE });
     if (typeof r.piUpdateRule !== 'function') redis.defineCommand('piUpdateRule', { numberOfKeys: 1, lua: UPDATE_RULE });
     if (typeof r.piDeleteRule !== 'function') redis.defineCommand('piDeleteRule', { numberOfKeys: 4, lua: DELETE_RULE });
@@ -318,7 +353,7 @@ export class RedisMembershipStore implements MembershipStore {
       const member = r.segments.filter((id) => segmentIds.includes(id));
       // A guarded write may be refused: the script marks its segments only if it writes.
       const guarded = r.ifSeenAt !== undefined;
-      p.piRecordUser(K.user(r.userId), K.seen, K.updated, K.erased(r.userId), K.deletedRules, r.userId, at, this.ttlSeconds + HASH_TTL_MARGIN_S, r.probability, r.ifSeenAt ?? '', guarded ? now : '', pairs.length / 2, ...pairs, ...member);
+      p.piRecordUser(K.user(r.userId), K.seen, K.updated, K.erased(r.userId), K.deletedRules, K.activeModel, r.userId, at, this.ttlSeconds + HASH_TTL_MARGIN_S, r.probability, r.ifSeenAt ?? '', guarded ? now : '', pairs.length / 2, ...pairs, ...member);
       if (!guarded) for (const id of member) touched.add(id);
     }
     for (const id of touched) p.hset(K.updated, id, now);
