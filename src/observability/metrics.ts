@@ -10,6 +10,33 @@ function deltaSince(reported: Map<string, number>, key: string, total: number): 
   return delta > 0 ? delta : 0;
 }
 
+/**
+ * A Counter fed at scrape time from running totals kept elsewhere, one series per key (labelled
+ * `label`, or a single unlabelled series under the key ''). Returns where to plug the totals in.
+ */
+function totalsCounter(registry: Registry, name: string, help: string, label?: string): (totals: () => Iterable<readonly [string, number]>) => void {
+  let source: (() => Iterable<readonly [string, number]>) | undefined;
+  const reported = new Map<string, number>();
+  new Counter({
+    name,
+    help,
+    labelNames: label ? [label] : [],
+    registers: [registry],
+    collect() {
+      for (const [key, total] of source?.() ?? []) {
+        const delta = deltaSince(reported, key, total);
+        if (delta > 0) {
+          if (label) this.inc({ [label]: key }, delta);
+          else this.inc(delta);
+        }
+      }
+    },
+  });
+  return (totals) => {
+    source = totals;
+  };
+}
+
 /** Prometheus metrics for the service (GET /metrics). One registry per app instance. */
 export function createMetrics() {
   const registry = new Registry();
@@ -31,63 +58,26 @@ export function createMetrics() {
       }
     },
   });
-  // Score cache L2 counters live in the cache; they are read when scraped.
-  let cacheStats: (() => Record<string, number>) | undefined;
-  const reported = new Map<string, number>();
-  new Counter({
-    name: 'intent_score_cache_l2_events_total',
-    help: 'Score cache L2 (Redis): read round trips, hits, errors, timeouts, read suspensions (Redis slow), scores not written',
-    labelNames: ['event'] as const,
-    registers: [registry],
-    collect() {
-      for (const [event, value] of Object.entries(cacheStats?.() ?? {})) {
-        const delta = deltaSince(reported, event, value);
-        if (delta > 0) this.inc({ event }, delta);
-      }
-    },
-  });
-  // Rows scored by background jobs (audience uploads, re-scores), by model version: not served
-  // predictions, so apart from intent_predictions_total. Totals live in the scorer.
-  let jobRows: (() => ReadonlyMap<string, number>) | undefined;
-  const jobRowsReported = new Map<string, number>();
-  new Counter({
-    name: 'intent_job_rows_scored_total',
-    help: 'Rows scored by background jobs (audience uploads, re-scores); not served predictions',
-    labelNames: ['version'] as const,
-    registers: [registry],
-    collect() {
-      for (const [version, total] of jobRows?.() ?? []) {
-        const delta = deltaSince(jobRowsReported, version, total);
-        if (delta > 0) this.inc({ version }, delta);
-      }
-    },
-  });
-  // Membership records dropped: the running total lives in the segment service.
-  let membershipDropped: (() => number) | undefined;
-  const droppedReported = new Map<string, number>();
-  new Counter({
-    name: 'intent_membership_records_dropped_total',
-    help: 'Membership records dropped while the store was unavailable or not keeping up',
-    registers: [registry],
-    collect() {
-      const delta = deltaSince(droppedReported, '', membershipDropped?.() ?? 0);
-      if (delta > 0) this.inc(delta);
-    },
-  });
+  // Running totals kept by the score cache, the scorer and the segment service, read when scraped.
+  const cacheEvents = totalsCounter(registry, 'intent_score_cache_l2_events_total', 'Score cache L2 (Redis): read round trips, hits, errors, timeouts, read suspensions (Redis slow), scores not written', 'event');
+  // Rows scored by background jobs (audience uploads, re-scores): not served predictions, so apart
+  // from intent_predictions_total.
+  const jobRows = totalsCounter(registry, 'intent_job_rows_scored_total', 'Rows scored by background jobs (audience uploads, re-scores); not served predictions', 'version');
+  const membershipDropped = totalsCounter(registry, 'intent_membership_records_dropped_total', 'Membership records dropped while the store was unavailable or not keeping up');
   return {
     registry,
     predictions,
     /** Where the L2 counters come from (the score cache). */
     observeCache(stats: () => Record<string, number>): void {
-      cacheStats = stats;
+      cacheEvents(() => Object.entries(stats()));
     },
     /** Where the job row totals come from (the scorer's cumulative rows per version). */
     observeJobRows(totals: () => ReadonlyMap<string, number>): void {
-      jobRows = totals;
+      jobRows(totals);
     },
     /** Where the dropped membership records total comes from (the segment service). */
     observeMembershipDropped(total: () => number): void {
-      membershipDropped = total;
+      membershipDropped(() => [['', total()]]);
     },
     /** Adds n predictions of a model version, answered from the cache or computed. */
     countPredictions(version: string, cached: boolean, n: number): void {
