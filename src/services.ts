@@ -55,7 +55,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
     if (!up) log.warn('redis not reachable at startup; serving from local state and reconnecting in the background');
   }
   const cache = new ScoreCache(
-    { maxEntries: config.CACHE_MAX_ENTRIES, ttlSeconds: config.CACHE_TTL_SECONDS, redisTimeoutMs: config.REDIS_TIMEOUT_MS },
+    { maxEntries: config.CACHE_MAX_ENTRIES, ttlSeconds: config.CACHE_TTL_SECONDS, redisTimeoutMs: config.REDIS_TIMEOUT_MS, admission: config.CACHE_ADMISSION },
     cacheRedis,
   );
   const metrics = createMetrics();

@@ -105,7 +105,8 @@ beforeAll(async () => {
   weightsDir = mkdtempSync(join(tmpdir(), 'test-weights-'));
   mkdirSync(join(weightsDir, 'versions'));
   // A generous L2 read timeout: this file checks what the cache returns, not how fast.
-  const env = { MODEL_STORE: storeDir, REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '2000', API_KEYS };
+  // Every row cached from its first sighting: these tests are about keys, not admission.
+  const env = { MODEL_STORE: storeDir, REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '2000', API_KEYS, CACHE_ADMISSION: 'all' };
   appA = await buildTestApp(env);
   appB = await buildTestApp(env);
   await Promise.all([appA.ready(), appB.ready()]);

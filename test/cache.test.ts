@@ -54,7 +54,8 @@ beforeAll(async () => {
   client = new Redis(redis.url, { maxRetriesPerRequest: null, retryStrategy: () => 100 });
   client.on('error', () => {}); // expected while the server is stopped on purpose
   // A generous L2 read timeout: this file checks what the cache returns, not how fast.
-  const env = { REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '2000' };
+  // Every row cached from its first sighting: these tests are about the two levels, not admission (see cache-admission.test.ts).
+  const env = { REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '2000', CACHE_ADMISSION: 'all' };
   appA = await buildTestApp(env);
   appB = await buildTestApp(env);
   await Promise.all([appA.ready(), appB.ready()]);
@@ -217,7 +218,7 @@ describe('Redis outage', () => {
   });
 
   it('a hung Redis (connected, not answering) shows as down; predictions stay 200 and stop waiting for it', async () => {
-    const app = await buildTestApp({ REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '20' });
+    const app = await buildTestApp({ REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '20', CACHE_ADMISSION: 'all' });
     try {
       await until(async () => (await readyz(app)).redis === 'up', 'redis up');
       redis.pause();

@@ -19,7 +19,7 @@ describe('score cache L2 events while Redis hangs', () => {
 
   beforeAll(async () => {
     redis = await TestRedis.start();
-    app = await buildTestApp({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS) });
+    app = await buildTestApp({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: String(COMMAND_TIMEOUT_MS), CACHE_ADMISSION: 'all' });
     await app.ready();
   });
   afterAll(async () => {

@@ -6,7 +6,7 @@ import { shopperFeatureRows } from './helpers/shoppers.js';
 describe('GET /metrics', () => {
   let app: FastifyInstance;
   beforeAll(async () => {
-    app = await buildTestApp();
+    app = await buildTestApp({ CACHE_ADMISSION: 'all' });
   });
   afterAll(async () => app.close());
 

@@ -48,7 +48,7 @@ describe.each([
       redis = await TestRedis.start();
       client = new Redis(redis.url);
     }
-    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS, REDIS_URL: redis?.url });
+    app = await buildTestApp({ MODEL_STORE: storeDir, API_KEYS, REDIS_URL: redis?.url, CACHE_ADMISSION: 'all' });
     await app.ready();
     expect(app.services.segments.store.kind).toBe(store);
   });

@@ -45,7 +45,7 @@ beforeAll(async () => {
   redis = await TestRedis.start();
   client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
   client.on('error', () => {}); // the outage test kills redis-server on purpose
-  app = await buildTestApp({ REDIS_URL: redis.url, API_KEYS, MEMBERSHIP_TTL_DAYS: '1' });
+  app = await buildTestApp({ REDIS_URL: redis.url, API_KEYS, MEMBERSHIP_TTL_DAYS: '1', CACHE_ADMISSION: 'all' });
   await app.ready();
   rows = shopperFeatureRows();
   personaCount = app.services.models.active!.personas!.personas.length;
@@ -459,7 +459,7 @@ describe('ACCEPTANCE 3 (Redis): a profile’s distinctive features equal a direc
   beforeAll(async () => {
     // Its own Redis and app: 3,000 scored users, so the profile's population sample (≤ 5,000) is everyone.
     redis2 = await TestRedis.start();
-    app2 = await buildTestApp({ REDIS_URL: redis2.url, API_KEYS });
+    app2 = await buildTestApp({ REDIS_URL: redis2.url, API_KEYS, CACHE_ADMISSION: 'all' });
     await app2.ready();
     const r = await app2.inject({ method: 'POST', url: '/v1/segments', headers: bearer(KEY.segments), payload: { id: NEW_WEEKEND.id, name: NEW_WEEKEND.name, rule: NEW_WEEKEND.rule } });
     expect(r.statusCode, r.body).toBe(201);

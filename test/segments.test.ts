@@ -42,7 +42,7 @@ const post = (url: string, payload: object, key: string = KEY.segments) => app.i
 const put = (url: string, payload: object, key: string) => app.inject({ method: 'PUT', url, headers: bearer(key), payload });
 
 beforeAll(async () => {
-  app = await buildTestApp({ API_KEYS, MEMBERSHIP_TTL_DAYS: '1' });
+  app = await buildTestApp({ API_KEYS, MEMBERSHIP_TTL_DAYS: '1', CACHE_ADMISSION: 'all' });
   await app.ready();
   // Spread over the file (it is ordered by month) so rules and personas all get members.
   rows = shopperFeatureRows().filter((_, i) => i % 7 === 0);

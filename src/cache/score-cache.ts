@@ -1,11 +1,14 @@
 import { LRUCache } from 'lru-cache';
 import type { Redis } from 'ioredis';
 import { RedisScores } from './redis-scores.js';
+import { SightingFilter } from './admission.js';
 
 export interface ScoreCacheOptions {
   maxEntries: number;
   ttlSeconds: number;
   redisTimeoutMs: number;
+  /** `repeat`: rows are cached from their second sighting (see admission.ts); `all`: every row. */
+  admission: 'repeat' | 'all';
 }
 
 /**
@@ -18,15 +21,27 @@ export class ScoreCache {
   private readonly l1: LRUCache<string, number>;
   /** Present when Redis is configured. */
   readonly l2?: RedisScores;
+  /** Present with admission `repeat`. */
+  private readonly sightings?: SightingFilter;
 
   constructor(opts: ScoreCacheOptions, redis?: Redis) {
     this.l1 = new LRUCache({ max: opts.maxEntries, ttl: opts.ttlSeconds * 1000 });
+    // Twice the L1 size, so a row is remembered about as long as the L1 would keep it.
+    if (opts.admission === 'repeat') this.sightings = new SightingFilter(2 * opts.maxEntries);
     if (redis) this.l2 = new RedisScores(redis, { ttlSeconds: opts.ttlSeconds, timeoutMs: opts.redisTimeoutMs }, (k, p) => this.l1.set(k, p));
   }
 
   /** Whether an L2 read can be attempted now (Redis configured, connected, and answering in time). */
   get l2Enabled(): boolean {
     return this.l2 !== undefined && this.l2.available;
+  }
+
+  /**
+   * Whether the score cache is used for this encoded row (looked up, then stored): always with
+   * admission `all`; with `repeat`, when the row was seen recently (this sighting is recorded).
+   */
+  admits(row: Float32Array): boolean {
+    return this.sightings ? this.sightings.seenBefore(row) : true;
   }
 
   getL1(key: string): number | undefined {
@@ -58,6 +73,7 @@ export class ScoreCache {
 
   clearL1(): void {
     this.l1.clear();
+    this.sightings?.clear();
   }
 
   get size(): number {

@@ -24,6 +24,7 @@ export const ConfigSchema = z.object({
     .optional(),
   CACHE_TTL_SECONDS: positiveInt(365 * 24 * 3600).default(3600),
   CACHE_MAX_ENTRIES: positiveInt(10_000_000).default(100_000),
+  CACHE_ADMISSION: z.enum(['repeat', 'all']).default('repeat'),
   REDIS_TIMEOUT_MS: positiveInt(MINUTE_MS).default(5),
   REDIS_COMMAND_TIMEOUT_MS: positiveInt(10 * MINUTE_MS).default(5000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

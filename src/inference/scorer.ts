@@ -30,6 +30,7 @@ export interface ScoredEvent {
   values: FeatureValues;
   prediction: Prediction;
   model: LoadedModel;
+  /** The row's score-cache key, or '' when the row was not cached (batch rows, rows not admitted). */
   cacheKey: string;
 }
 
@@ -98,15 +99,17 @@ export class Scorer {
     try {
       const { values, oov, issues } = readFeatures(model, instance.features, vector, 0);
       if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
-      const key = cacheKey(model.cacheScope, vector);
+      // A row the cache does not admit (first sighting) skips the key, both levels and the store.
+      const admitted = this.cache.admits(vector);
+      const key = admitted ? cacheKey(model.cacheScope, vector) : '';
       const persona = model.personaOf(vector);
-      let probability = this.cache.getL1(key);
-      if (probability === undefined && useL2) probability = await this.cache.getL2(key);
+      let probability = admitted ? this.cache.getL1(key) : undefined;
+      if (probability === undefined && admitted && useL2) probability = await this.cache.getL2(key);
       const cached = probability !== undefined;
       if (probability === undefined) {
         // The batcher copies the row synchronously, so scratchRow is free again once score() returns.
         probability = await model.batcher.score(vector);
-        this.cache.set(key, probability);
+        if (admitted) this.cache.set(key, probability);
       }
       const prediction = this.toPrediction(model, probability, cached, oov, values, persona);
       this.count(model.id, cached, 1);
