@@ -5,12 +5,17 @@ import { errorResponses, Prediction, PredictRequest } from '../schemas.js';
 import { schemaIssues, zodIssues } from '../error-handler.js';
 import { ValidationError, type FieldIssue } from '../../lib/errors.js';
 import type { PredictInstance } from '../../inference/scorer.js';
+import { batchJson, predictionJson } from '../prediction-json.js';
 
 /**
  * Predictions are built by our own typed code, so re-validating them with zod on the way out only
- * costs time on the hottest routes; the response schemas still document them.
+ * costs time on the hottest routes; the response schemas still document them. Answers are written
+ * by prediction-json.ts, errors by JSON.stringify.
  */
-const plainJson = () => (data: unknown) => JSON.stringify(data);
+const answerJson =
+  (write: (data: never) => string) =>
+  ({ httpStatus }: { httpStatus?: string }) =>
+    httpStatus === '200' ? (write as (data: unknown) => string) : (data: unknown) => JSON.stringify(data);
 
 const ExplainQuery = z.object({ explain: z.enum(['true', 'false']).optional() });
 
@@ -48,7 +53,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
       onRequest: auth.require('predict'),
       // Schema errors are merged with feature errors so one 400 names every bad field.
       attachValidation: true,
-      serializerCompiler: plainJson,
+      serializerCompiler: answerJson(predictionJson),
       schema: {
         tags: ['predict'],
         summary: 'Purchase probability for one session',
@@ -79,7 +84,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
     {
       onRequest: auth.require('predict'),
       attachValidation: true,
-      serializerCompiler: plainJson,
+      serializerCompiler: answerJson(batchJson),
       schema: {
         tags: ['predict'],
         summary: `Purchase probabilities for up to ${config.BATCH_MAX_INSTANCES} sessions, in request order`,
