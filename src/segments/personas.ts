@@ -66,18 +66,25 @@ export async function fitPersonas(
   };
 }
 
-/** Index of the nearest centroid (squared Euclidean distance). */
+/**
+ * Index of the nearest centroid (squared Euclidean distance; the first on a tie). Runs on every
+ * single prediction: a centroid's sum stops as soon as it reaches the best so far, which it can
+ * then no longer beat (the sum only grows).
+ */
 export function assignPersona(centroids: number[][], row: Float32Array, offset = 0): number {
   let best = 0;
   let bestD = Infinity;
   for (let c = 0; c < centroids.length; c++) {
     const cen = centroids[c];
+    const n = cen.length;
     let d = 0;
-    for (let j = 0; j < cen.length; j++) {
+    let j = 0;
+    for (; j < n; j++) {
       const diff = row[offset + j] - cen[j];
       d += diff * diff;
+      if (d >= bestD) break;
     }
-    if (d < bestD) {
+    if (j === n && d < bestD) {
       bestD = d;
       best = c;
     }
