@@ -19,7 +19,8 @@ export const faultPhase: Phase = {
   async run(ctx) {
     const redis = await TestRedis.start();
     ctx.defer(() => redis.close());
-    const service = await ctx.startService('service+redis', { REDIS_URL: redis.url });
+    // Every row through L2 (see the redis phase), so every request meets the outage.
+    const service = await ctx.startService('service+redis', { REDIS_URL: redis.url, CACHE_ADMISSION: 'all' });
     ctx.log(`service pid ${service.pid}, redis ${redis.url}; ${ctx.settings.connections} connections, ${ctx.settings.warmupSec} s warm-up + ${DURATION} s`);
 
     const events: string[] = [];
