@@ -113,6 +113,42 @@ describe('training on awkward data', () => {
     expect(csvCellValue('categorical', '02')).toBe('02'); // a leading zero is part of a code, not a float
     result.model.dispose();
   });
+
+  it('missing-value markers ("NA", "?", "null"…) in numeric and boolean columns are blanks; in a categorical column they are categories', async () => {
+    const markers = ['NA', '?', 'null', 'N/A', 'nan', 'None', '-', '#N/A'];
+    const lines = ['x,flag,region,n,y'];
+    for (let i = 0; i < 160; i++) {
+      const positive = i < 50;
+      const x = i % 10 === 0 ? markers[(i / 10) % markers.length] : String((positive ? 5 : 0) + ((i * 37) % 11) / 10);
+      const flag = i % 13 === 0 ? 'NA' : i % 2 === 0 ? 'TRUE' : 'FALSE';
+      const region = i % 4 === 0 ? 'NA' : i % 4 === 1 ? 'EU' : 'APAC';
+      lines.push(`${x},${flag},${region},${i},${positive ? 'TRUE' : 'FALSE'}`); // n keeps every row distinct
+    }
+    const text = lines.join('\n');
+    const prepared = prepareDataset(parseCsvText(text), { label: 'y', positive: 'TRUE' });
+    expect(prepared.columnTypes).toEqual([
+      { name: 'x', type: 'numeric' },
+      { name: 'flag', type: 'boolean' },
+      { name: 'region', type: 'categorical' },
+      { name: 'n', type: 'numeric' },
+    ]);
+    expect(prepared.report.blankCells).toEqual({ x: 16, flag: 13 });
+    const result = await train(text);
+    const byName = Object.fromEntries(result.spec.features.map((f) => [f.name, f]));
+    expect(byName.x).toMatchObject({ type: 'numeric', nullable: true });
+    expect(byName.flag).toMatchObject({ type: 'boolean', nullable: true });
+    expect(byName.region.type === 'categorical' && [...byName.region.vocabulary].sort()).toEqual(['APAC', 'EU', 'NA']);
+    // Uploaded rows are read the same way: a marker is null for numbers and flags, text for categories.
+    for (const m of markers) {
+      expect(parseCell('numeric', m)).toBeNull();
+      expect(csvCellValue('numeric', m)).toBeNull();
+      expect(parseCell('boolean', m)).toBeNull();
+      expect(csvCellValue('boolean', m)).toBeNull();
+    }
+    expect(csvCellValue('categorical', 'NA')).toBe('NA');
+    expect(csvCellValue('numeric', 'abc')).toBe('abc'); // not a marker: still refused as a number by coerceFeatures
+    result.model.dispose();
+  });
 });
 
 describe('duplicate rows are judged on the columns training uses', () => {

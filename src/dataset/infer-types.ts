@@ -1,17 +1,20 @@
 import type { FeatureDef } from '../preprocessing/feature-spec.js';
 import { NUMERIC_TEXT } from '../lib/numeric-text.js';
+import { isMissingMarker } from '../lib/missing-cell.js';
 
 const BOOL = /^(true|false)$/i;
 
 /**
  * Column type from its non-blank values: all numbers → numeric, all TRUE/FALSE → boolean,
- * otherwise categorical. `categorical` forces integer code columns (Region, Browser…).
+ * otherwise categorical. Missing-value markers ("NA", "?"…, see missing-cell.ts) among numbers or
+ * flags are blanks, not a reason to call the column categorical. `categorical` forces integer
+ * code columns (Region, Browser…).
  */
 export function inferColumnType(values: string[], forceCategorical = false): FeatureDef['type'] {
-  const present = values.filter((v) => v.trim() !== '');
   if (forceCategorical) return 'categorical';
+  const present = values.map((v) => v.trim()).filter((v) => v !== '' && !isMissingMarker(v));
   if (present.length === 0) return 'categorical';
-  if (present.every((v) => BOOL.test(v.trim()))) return 'boolean';
+  if (present.every((v) => BOOL.test(v))) return 'boolean';
   if (present.every((v) => Number.isFinite(Number(v)))) return 'numeric';
   return 'categorical';
 }

@@ -1,6 +1,7 @@
 import { inferColumnType, labelMatcher } from './infer-types.js';
 import type { CsvTable } from './read-csv.js';
 import type { FeatureDef } from '../preprocessing/feature-spec.js';
+import { parseCell } from '../preprocessing/coerce.js';
 
 export interface PrepareOptions {
   label: string;
@@ -102,8 +103,11 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
       columnsLeftOut[name] = BLANK_IN_EVERY_ROW;
       continue;
     }
-    if (blanks) blankCells[name] = blanks;
-    columnTypes.push({ name, type: inferColumnType(values, forced.has(name)) });
+    const type = inferColumnType(values, forced.has(name));
+    // Missing-value markers in a numeric or boolean column are blanks too (parseCell reads them as null).
+    const missing = type === 'categorical' ? blanks : values.filter((v) => parseCell(type, v) === null).length;
+    if (missing) blankCells[name] = missing;
+    columnTypes.push({ name, type });
   }
   if (columnTypes.length === 0) {
     const left = Object.keys(columnsLeftOut);

@@ -1,6 +1,7 @@
 import type { FeatureDef, FeatureSpec, FeatureValue, FeatureValues } from './feature-spec.js';
 import type { FieldIssue } from '../lib/errors.js';
 import { NUMERIC_TEXT } from '../lib/numeric-text.js';
+import { isMissingMarker } from '../lib/missing-cell.js';
 
 export const FLOAT32_MAX = 3.4028234663852886e38;
 const TRUE_STRINGS = new Set(['true', 'TRUE', 'True']);
@@ -109,7 +110,7 @@ export function parseCsvRow(spec: FeatureSpec, row: Record<string, string>): Fea
  */
 export function csvCellValue(type: FeatureDef['type'], cell: string | undefined): string | number | null {
   const s = cell?.trim() ?? '';
-  if (s === '') return null;
+  if (s === '' || (type !== 'categorical' && isMissingMarker(s))) return null;
   if (type === 'numeric' && NUMERIC_TEXT.test(s)) return Number(s);
   return type === 'categorical' ? csvCategory(s) : s;
 }
@@ -121,7 +122,7 @@ function csvCategory(s: string): string {
 
 export function parseCell(type: FeatureDef['type'], cell: string | undefined): FeatureValue {
   const s = cell?.trim() ?? '';
-  if (s === '') return null;
+  if (s === '' || (type !== 'categorical' && isMissingMarker(s))) return null;
   if (type === 'numeric') {
     const n = Number(s);
     return Number.isFinite(n) ? n : null;
