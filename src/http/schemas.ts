@@ -40,7 +40,7 @@ export const Prediction = z
     label: z.boolean().describe('probability ≥ threshold'),
     threshold: z.number(),
     modelVersion: z.string(),
-    cached: z.boolean(),
+    cached: z.boolean().describe('Answered from the score cache (a row is cached from its second sighting unless CACHE_ADMISSION=all)'),
     warnings: z.array(z.string()),
     persona: z.object({ id: z.number(), label: z.string() }).nullable().describe('Nearest learned persona of the serving version'),
     explanation: z
