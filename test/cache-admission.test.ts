@@ -146,4 +146,29 @@ describe('default admission with Redis as L2', () => {
     expect(await client.exists(key)).toBe(0);
     expect((await predict(features)).cached).toBe(false);
   });
+
+  it("a user's last request that this replica did not admit still lets erasure find the score another replica cached", async () => {
+    const other = await buildTestApp({ REDIS_URL: redis.url, REDIS_TIMEOUT_MS: '2000', API_KEYS });
+    try {
+      const features = fresh();
+      const userId = 'admission-user-2';
+      const key = `pi:score:${scoreKeyFor(app, features)}`;
+      // Cached by this replica (second sighting) ...
+      await predict(features, userId);
+      await predict(features, userId);
+      await app.services.cache.flush();
+      expect(await client.exists(key)).toBe(1);
+      // ... then the same user's same row on a replica that sees it for the first time: not
+      // admitted there, and the user's record is replaced by that replica's.
+      const res = await other.inject({ method: 'POST', url: '/v1/predict', headers: bearer(KEY.predict), payload: { userId, features } });
+      expect(res.json()).toMatchObject({ cached: false });
+      await other.services.segments.flush();
+      expect(await client.hget(`pi:user:${userId}`, 'ck')).toBe(scoreKeyFor(app, features));
+      const erased = await other.inject({ method: 'DELETE', url: `/v1/users/${userId}`, headers: bearer(KEY.segments) });
+      expect(erased.statusCode, erased.body).toBe(200);
+      expect(await client.exists(key)).toBe(0);
+    } finally {
+      await other.close();
+    }
+  });
 });

@@ -85,4 +85,16 @@ describe('loadVersion frees the version when its warm-up throws', () => {
     expect(seen?.inferencePath).toBe('wasm-direct');
     expect(seen?.isDisposed).toBe(true);
   });
+
+  it('personas.json without centroids is refused (every answer names a persona) and frees the weights', async () => {
+    const model = denseChain();
+    const files = await modelToFiles(model);
+    model.dispose();
+    files.set('feature-spec.json', Buffer.from(JSON.stringify(spec)));
+    files.set('personas.json', Buffer.from(JSON.stringify({ method: 'kmeans-encoded-input', k: 1, silhouette: 0, centroids: [], personas: [] })));
+    const id = store.writeVersion({ id: `leak-${++n}`, created: new Date().toISOString(), source: 'imported' }, files);
+    const before = tf.memory().numTensors;
+    await expect(loadVersion(store, await id, BATCHING)).rejects.toThrow(/personas.json has no centroids/);
+    expect(tf.memory().numTensors).toBe(before);
+  });
 });

@@ -33,6 +33,11 @@ describe('prediction JSON', () => {
     );
   });
 
+  it('falls back to JSON.stringify for a persona that is neither null nor an object', () => {
+    const p = { probability: 0.5, label: true, threshold: 0.4, modelVersion: 'v', cached: false, warnings: [], persona: undefined } as unknown as Prediction;
+    expect(predictionJson(p)).toBe(JSON.stringify(p));
+  });
+
   it('is byte for byte what JSON.stringify writes for a batch answer', () => {
     fc.assert(
       fc.property(fc.string(), fc.array(prediction, { maxLength: 20 }), (modelVersion, predictions) => {

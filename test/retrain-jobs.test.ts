@@ -401,6 +401,13 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     expect(col.Revenue.type).toBe('boolean');
     expect(col.Month.type).toBe('categorical');
     expect(col.PageValues).toEqual({ name: 'PageValues', type: 'numeric', blanks: 0 });
+    // Blanks are counted as training counts them: missing-value markers among numbers are blanks.
+    const marked = await app.inject({ method: 'POST', url: '/v1/datasets', ...(await multipartFile('file', 'marked.csv', 'x,region,y\n1,NA,TRUE\nNA,EU,FALSE\n?,,TRUE\n2,EU,FALSE\n')) });
+    expect(marked.statusCode, marked.body).toBe(201);
+    expect((marked.json() as typeof up).columns.slice(0, 2)).toEqual([
+      { name: 'x', type: 'numeric', blanks: 2 },
+      { name: 'region', type: 'categorical', blanks: 1 },
+    ]);
     expect(readFileSync(join(dataDir, 'uploads', `${up.uploadId}.csv`), 'utf8')).toBe(csv);
 
     const job = await waitFinished(await start(shoppersBody({ dataset: { uploadId: up.uploadId }, hyperparameters: { epochs: 2 } })));

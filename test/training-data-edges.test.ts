@@ -116,13 +116,14 @@ describe('training on awkward data', () => {
 
   it('missing-value markers ("NA", "?", "null"…) in numeric and boolean columns are blanks; in a categorical column they are categories', async () => {
     const markers = ['NA', '?', 'null', 'N/A', 'nan', 'None', '-', '#N/A'];
-    const lines = ['x,flag,region,n,y'];
+    const lines = ['x,flag,region,n,gone,y'];
     for (let i = 0; i < 160; i++) {
       const positive = i < 50;
       const x = i % 10 === 0 ? markers[(i / 10) % markers.length] : String((positive ? 5 : 0) + ((i * 37) % 11) / 10);
       const flag = i % 13 === 0 ? 'NA' : i % 2 === 0 ? 'TRUE' : 'FALSE';
       const region = i % 4 === 0 ? 'NA' : i % 4 === 1 ? 'EU' : 'APAC';
-      lines.push(`${x},${flag},${region},${i},${positive ? 'TRUE' : 'FALSE'}`); // n keeps every row distinct
+      const gone = ['NA', '?', ''][i % 3]; // nothing but blanks and markers: left out
+      lines.push(`${x},${flag},${region},${i},${gone},${positive ? 'TRUE' : 'FALSE'}`); // n keeps every row distinct
     }
     const text = lines.join('\n');
     const prepared = prepareDataset(parseCsvText(text), { label: 'y', positive: 'TRUE' });
@@ -133,6 +134,7 @@ describe('training on awkward data', () => {
       { name: 'n', type: 'numeric' },
     ]);
     expect(prepared.report.blankCells).toEqual({ x: 16, flag: 13 });
+    expect(prepared.report.columnsLeftOut).toEqual({ gone: 'blank in every row' });
     const result = await train(text);
     const byName = Object.fromEntries(result.spec.features.map((f) => [f.name, f]));
     expect(byName.x).toMatchObject({ type: 'numeric', nullable: true });

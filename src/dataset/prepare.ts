@@ -2,6 +2,7 @@ import { inferColumnType, labelMatcher } from './infer-types.js';
 import type { CsvTable } from './read-csv.js';
 import type { FeatureDef } from '../preprocessing/feature-spec.js';
 import { parseCell } from '../preprocessing/coerce.js';
+import { isMissingMarker } from '../lib/missing-cell.js';
 
 export interface PrepareOptions {
   label: string;
@@ -99,7 +100,8 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
   for (const name of featureColumns) {
     const values = rows.map((r) => r[name] ?? '');
     const blanks = values.filter((v) => v.trim() === '').length;
-    if (blanks === values.length) {
+    // A column of nothing but blanks and missing-value markers has nothing to learn from either.
+    if (values.every((v) => v.trim() === '' || isMissingMarker(v.trim()))) {
       columnsLeftOut[name] = BLANK_IN_EVERY_ROW;
       continue;
     }

@@ -7,8 +7,9 @@ import type { Prediction } from '../inference/scorer.js';
  * Scorer.toPrediction creates.
  */
 export function predictionJson(p: Prediction): string {
-  // Rare shapes (an explanation, a non-finite number, which JSON writes as null) take the generic path.
-  if (p.explanation !== undefined || !Number.isFinite(p.probability) || !Number.isFinite(p.threshold)) return JSON.stringify(p);
+  // Rare shapes (an explanation, a non-finite number, which JSON writes as null, anything
+  // unexpected in persona) take the generic path.
+  if (p.explanation !== undefined || !Number.isFinite(p.probability) || !Number.isFinite(p.threshold) || typeof p.persona !== 'object') return JSON.stringify(p);
   return (
     '{"probability":' +
     p.probability +

@@ -30,7 +30,7 @@ export interface ScoredEvent {
   values: FeatureValues;
   prediction: Prediction;
   model: LoadedModel;
-  /** The row's score-cache key, or '' when the row was not cached (batch rows, rows not admitted). */
+  /** The row's score-cache key; '' for batch rows and for rows without a userId that the cache did not admit. */
   cacheKey: string;
 }
 
@@ -99,9 +99,11 @@ export class Scorer {
     try {
       const { values, oov, issues } = readFeatures(model, instance.features, vector, 0);
       if (issues.length || issuesSoFar.length) throw new ValidationError([...issuesSoFar, ...issues]);
-      // A row the cache does not admit (first sighting) skips the key, both levels and the store.
+      // A row the cache does not admit (first sighting) skips both levels and the store. Its key is
+      // still computed for a user's request: the user's record keeps it, so erasing the user also
+      // deletes that score wherever it is cached (another replica, or before this one forgot it).
       const admitted = this.cache.admits(vector);
-      const key = admitted ? cacheKey(model.cacheScope, vector) : '';
+      const key = admitted || instance.userId ? cacheKey(model.cacheScope, vector) : '';
       const persona = model.personaOf(vector);
       let probability = admitted ? this.cache.getL1(key) : undefined;
       if (probability === undefined && admitted && useL2) probability = await this.cache.getL2(key);

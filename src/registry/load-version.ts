@@ -30,6 +30,7 @@ export async function loadVersion(
   const model = await loadLayersModelFromDir(store.dir(id));
   let loaded: LoadedModel;
   try {
+    if (personas && personas.centroids.length === 0) throw new Error('personas.json has no centroids');
     if (personas && personas.centroids.some((c) => c.length !== model.inputs[0].shape[1])) throw new Error('personas.json centroids do not match the model input width');
     loaded = new LoadedModel(id, spec, model, batching, personas, cacheScope(id, manifest));
   } catch (err) {

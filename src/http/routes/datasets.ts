@@ -7,6 +7,7 @@ import { ErrorBody, errorResponses } from '../schemas.js';
 import { AppError, ValidationError } from '../../lib/errors.js';
 import { readCsvFileStreaming } from '../../dataset/read-csv.js';
 import { inferColumnType } from '../../dataset/infer-types.js';
+import { parseCell } from '../../preprocessing/coerce.js';
 import { uploadPath, uploadsDir } from '../../dataset/resolve-path.js';
 import { receiveOneFile } from '../receive-one-file.js';
 
@@ -59,7 +60,9 @@ export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
           delimiter: table.delimiter,
           columns: table.columns.map((name) => {
             const values = table.rows.map((r) => r[name] ?? '');
-            return { name, type: inferColumnType(values), blanks: values.filter((v) => v.trim() === '').length };
+            const type = inferColumnType(values);
+            // Counted as training counts them: missing-value markers in a numeric or boolean column are blanks.
+            return { name, type, blanks: values.filter((v) => parseCell(type, v) === null).length };
           }),
         };
       } catch (err) {
