@@ -13,9 +13,9 @@ import { batchJson, predictionJson } from '../prediction-json.js';
  * by prediction-json.ts, errors by JSON.stringify.
  */
 const answerJson =
-  (write: (data: never) => string) =>
+  <T>(write: (answer: T) => string) =>
   ({ httpStatus }: { httpStatus?: string }) =>
-    httpStatus === '200' ? (write as (data: unknown) => string) : (data: unknown) => JSON.stringify(data);
+    httpStatus === '200' ? (data: unknown) => write(data as T) : (data: unknown) => JSON.stringify(data);
 
 const ExplainQuery = z.object({ explain: z.enum(['true', 'false']).optional() });
 
