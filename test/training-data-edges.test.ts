@@ -63,6 +63,18 @@ describe('labels', () => {
     const word = labelMatcher('TRUE');
     expect(['true', 'yes', '1.0', 'no'].map(word)).toEqual([true, true, false, false]);
   });
+
+  it('a missing-value marker in the label column is no label (the row is dropped and counted), unless it is the positive value', () => {
+    const word = labelMatcher('yes');
+    expect(['NA', ' n/a ', '?', 'null', '#N/A', '-', 'no'].map(word)).toEqual([null, null, null, null, null, null, false]);
+    expect(labelMatcher('?')('?')).toBe(true);
+    const lines = ['x,y', ...Array.from({ length: 12 }, (_, i) => `${i},${['yes', 'no', 'no', 'NA'][i % 4]}`)];
+    const prepared = prepareDataset(parseCsvText(lines.join('\n')), { label: 'y', positive: 'yes' });
+    expect(prepared.report.unlabeledDropped).toBe(3);
+    expect(prepared.report.rowsKept).toBe(9);
+    expect(prepared.report.positives).toBe(3);
+    expect(Array.from(prepared.labels)).toEqual([1, 0, 0, 1, 0, 0, 1, 0, 0]);
+  });
 });
 
 describe('training on awkward data', () => {

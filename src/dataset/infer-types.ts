@@ -21,7 +21,11 @@ export function inferColumnType(values: string[], forceCategorical = false): Fea
 
 const POSITIVE_WORDS = new Set(['true', 'yes', 'y', '1', 'positive']);
 
-/** Whether a label cell means the positive class (case-insensitive; true/yes/1 match each other). */
+/**
+ * Whether a label cell means the positive class (case-insensitive; true/yes/1 match each other).
+ * null: the row has no label (blank, or a missing-value marker such as "NA" that is not the
+ * positive value itself), so it is left out rather than counted as a negative.
+ */
 export function labelMatcher(positive: string): (cell: string) => boolean | null {
   const p = positive.trim().toLowerCase();
   const pIsWord = POSITIVE_WORDS.has(p);
@@ -33,6 +37,7 @@ export function labelMatcher(positive: string): (cell: string) => boolean | null
     if (c === p) return true;
     if (pIsWord && POSITIVE_WORDS.has(c)) return true;
     if (!Number.isNaN(pNumber) && NUMERIC_TEXT.test(c) && Number(c) === pNumber) return true;
+    if (isMissingMarker(c)) return null;
     return false;
   };
 }
