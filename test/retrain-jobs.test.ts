@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -56,6 +56,19 @@ async function multipartFile(field: string, filename: string, content: string | 
   form.append(field, new Blob([new Uint8Array(Buffer.from(content))]), filename);
   const res = new Response(form);
   return { payload: Buffer.from(await res.arrayBuffer()), headers: { ...ADMIN, 'content-type': res.headers.get('content-type')! } };
+}
+
+const SCHED_OTHER = 0;
+const SCHED_IDLE = 5;
+const ownThreadId = () => Number(readlinkSync('/proc/thread-self').split('/').pop());
+/** Scheduling policy of every thread of this process, by thread id (`policy` is field 41 of /proc/<pid>/task/<tid>/stat). */
+function threadPolicies(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    out.set(Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]));
+  }
+  return out;
 }
 
 interface SseEvent {
@@ -258,6 +271,11 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
     }, 'the big job to be training', JOB_TIMEOUT);
     const during = await predictOnce(); // training runs in its worker thread: serving carries on
     expect(during.statusCode, during.body).toBe(200);
+    // The training thread runs under SCHED_IDLE (it yields every core to serving); the thread
+    // serving requests keeps the normal policy.
+    const policies = threadPolicies();
+    expect([...policies.values()].filter((p) => p === SCHED_IDLE)).toHaveLength(1);
+    expect(policies.get(ownThreadId())).toBe(SCHED_OTHER);
     // Another writer's temp dir (an import in progress, or a replica sharing the store) is not the job's.
     const othersTemp = join(app.services.store.versionsDir, '.tmp-import-in-progress');
     mkdirSync(othersTemp);

@@ -266,6 +266,7 @@ export class JobManager extends EventEmitter {
     const v = rec.view;
     switch (m.type) {
       case 'started':
+        this.log.info({ job: v.id, backend: m.backend, priority: m.priority }, 'retrain job started');
         v.status = 'running';
         v.startedAt = new Date().toISOString();
         this.emitStatus(rec);

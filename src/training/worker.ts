@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { setPriority } from 'node:os';
+import { lowerThreadPriority, type ThreadPriority } from './thread-priority.js';
 import { Pacer } from '../lib/pacer.js';
 import { initBackend, tf, type BackendPreference } from '../inference/backend.js';
 import { readCsvFile } from '../dataset/read-csv.js';
@@ -78,7 +78,7 @@ export interface PromotionComparison {
 }
 
 export type WorkerMessage =
-  | { type: 'started'; backend: string }
+  | { type: 'started'; backend: string; priority: ThreadPriority }
   | { type: 'progress'; epoch: number; loss: number | null; validationAuc: number | null }
   | { type: 'log'; message: string }
   /** Sent just before the version is written, so a cancel can remove exactly what this job left behind. */
@@ -174,15 +174,10 @@ export async function compareWithActive(
 }
 
 async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promise<void> {
-  // On Linux, priority is per thread: this nices only the training thread, so the event loop
-  // serving predictions wins the CPU whenever both want it.
-  try {
-    setPriority(19);
-  } catch {
-    /* not permitted or not supported: train at normal priority */
-  }
+  // Serving predictions on the event loop wins the CPU whenever both want it (see thread-priority.ts).
+  const priority = lowerThreadPriority();
   const backend = await initBackend(input.backend ?? 'auto'); // a worker is a separate isolate: its own tfjs
-  post({ type: 'started', backend });
+  post({ type: 'started', backend, priority });
   const pacer = new Pacer(input.cpuShare ?? 1);
   const table = readCsvFile(input.datasetPath);
   const categorical = input.categorical ?? [];
