@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ModelStore } from '../src/registry/model-store.js';
+import { ModelStore, newVersionId } from '../src/registry/model-store.js';
 import { copyDefaultStore } from './helpers/app.js';
 
 describe('model store housekeeping', () => {
@@ -20,6 +20,13 @@ describe('model store housekeeping', () => {
     expect(existsSync(old)).toBe(false);
     expect(existsSync(fresh)).toBe(true);
     expect(store.listIds().length).toBeGreaterThan(0);
+  });
+
+  it('version ids from the same data in the same second still differ (two trainings of one file)', () => {
+    const ids = [newVersionId('ef7c9a0123'), newVersionId('ef7c9a0123')];
+    for (const id of ids) expect(id).toMatch(/^\d{8}T\d{6}Z-ef7c9a-[0-9a-f]{4}$/);
+    expect(ids[0]).not.toBe(ids[1]);
+    expect(newVersionId()).toMatch(/^\d{8}T\d{6}Z-[0-9a-f]{4}$/);
   });
 
   it('writes state.json whole, leaving no temp file behind', () => {

@@ -189,7 +189,12 @@ export class ModelStore {
   }
 }
 
+/**
+ * `<UTC second>-<data fingerprint>-<random>`: sorts by time, names the data, and stays unique when
+ * two trainings of the same file finish in the same second.
+ */
 export function newVersionId(fingerprint = ''): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  return `${stamp}-${(fingerprint || randomBytes(4).toString('hex')).slice(0, 6)}`;
+  const random = randomBytes(2).toString('hex');
+  return fingerprint ? `${stamp}-${fingerprint.slice(0, 6)}-${random}` : `${stamp}-${random}`;
 }

@@ -7,7 +7,6 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { basename } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { lowerThreadPriority, type ThreadPriority } from './thread-priority.js';
 import { Pacer } from '../lib/pacer.js';
 import { initBackend, tf, type BackendPreference } from '../inference/backend.js';
@@ -197,7 +196,7 @@ async function run(input: WorkerInput, post: (m: WorkerMessage) => void): Promis
       : undefined;
   // Random tail: two replicas retraining on the same data in the same second must not collide
   // (a failed write's cleanup would then remove the other job's version).
-  const versionId = `${newVersionId(result.dataFingerprint)}-${randomBytes(2).toString('hex')}`;
+  const versionId = newVersionId(result.dataFingerprint);
   post({ type: 'saving', versionId });
   await saveTrainedVersion(store, result, { id: versionId, dataset: input.datasetName ?? basename(input.datasetPath), categorical, pacer });
   result.model.dispose();
