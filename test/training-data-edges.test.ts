@@ -163,6 +163,23 @@ describe('training on awkward data', () => {
     expect(csvCellValue('numeric', 'abc')).toBe('abc'); // not a marker: still refused as a number by coerceFeatures
     result.model.dispose();
   });
+
+  it('a column whose only blank falls outside the training split is still nullable: serving accepts the row training imputed', async () => {
+    const seed = 3;
+    const n = 120;
+    const labels = Uint8Array.from({ length: n }, (_, i) => (i < 40 ? 1 : 0));
+    // The same split trainFromTable makes (no duplicates or unlabeled rows, so row i is label i).
+    const blankRow = stratifiedSplit(labels, { validation: 0.15, test: 0.15 }, seed).test[0];
+    const lines = ['x,z,y'];
+    for (let i = 0; i < n; i++) lines.push(`${i === blankRow ? '' : (labels[i] ? 5 : 0) + (i % 7) / 10},${i % 5},${labels[i] ? 'TRUE' : 'FALSE'}`);
+    const result = await trainFromTable(parseCsvText(lines.join('\n')), { label: 'y', positive: 'TRUE', seed, hyperparameters: { epochs: 1 } });
+    expect(result.cleaning.blankCells).toEqual({ x: 1 });
+    const x = result.spec.features.find((f) => f.name === 'x')!;
+    expect(x.nullable).toBe(true);
+    expect(coerceFeatures(result.spec, { x: null, z: 1 }).issues).toEqual([]);
+    expect(result.spec.features.find((f) => f.name === 'z')!.nullable).toBe(false); // no blank anywhere
+    result.model.dispose();
+  });
 });
 
 describe('duplicate rows are judged on the columns training uses', () => {

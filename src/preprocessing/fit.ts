@@ -7,6 +7,12 @@ export interface FitOptions {
   minCategoryCount?: number;
   /** Skewness above which non-negative numeric columns get a log1p transform. */
   log1pSkew?: number;
+  /**
+   * Columns with blank cells anywhere in the data, not only in the rows fitted on: nullable even
+   * when those rows have none, so serving accepts the blank that training imputed in a validation
+   * or test row.
+   */
+  blankSomewhere?: ReadonlySet<string>;
 }
 
 /**
@@ -31,7 +37,7 @@ export function fitFeatureSpec(
     const cells = rows.map((r) => parseCell(type, r[name]));
     const present = cells.filter((c) => c !== null);
     if (present.length === 0) continue;
-    const nullable = present.length < cells.length;
+    const nullable = present.length < cells.length || (opts.blankSomewhere?.has(name) ?? false);
     if (type === 'numeric') features.push(fitNumeric(name, present as number[], nullable, skewLimit));
     else if (type === 'boolean') {
       const trues = (present as boolean[]).filter(Boolean).length;

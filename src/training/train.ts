@@ -55,7 +55,9 @@ export async function trainFromTable(table: CsvTable, opts: TrainOptions, hooks:
   const pick = (idx: number[]) => idx.map((i) => data.rows[i]);
   const labelsOf = (idx: number[]) => Uint8Array.from(idx, (i) => data.labels[i]);
 
-  const spec = fitFeatureSpec(data.columnTypes, pick(split.train), { name: opts.label, positive: opts.positive });
+  const spec = fitFeatureSpec(data.columnTypes, pick(split.train), { name: opts.label, positive: opts.positive }, {
+    blankSomewhere: new Set(Object.keys(data.report.blankCells)),
+  });
   // Columns with values only in validation/test rows are left out of the spec too: say so.
   const cleaning: CleaningReport = { ...data.report };
   const unfitted = unfittedColumns(data.columnTypes, spec);
