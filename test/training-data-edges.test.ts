@@ -66,8 +66,10 @@ describe('labels', () => {
 
   it('a missing-value marker in the label column is no label (the row is dropped and counted), unless it is the positive value', () => {
     const word = labelMatcher('yes');
-    expect(['NA', ' n/a ', '?', 'null', '#N/A', '-', 'no'].map(word)).toEqual([null, null, null, null, null, null, false]);
+    expect(['NA', ' n/a ', '?', 'null', '#N/A', 'no'].map(word)).toEqual([null, null, null, null, null, false]);
     expect(labelMatcher('?')('?')).toBe(true);
+    // "+"/"-" labels (credit-approval style): "-" is the negative class, not a missing label.
+    expect(['+', '-', 'NA'].map(labelMatcher('+'))).toEqual([true, false, null]);
     const lines = ['x,y', ...Array.from({ length: 12 }, (_, i) => `${i},${['yes', 'no', 'no', 'NA'][i % 4]}`)];
     const prepared = prepareDataset(parseCsvText(lines.join('\n')), { label: 'y', positive: 'yes' });
     expect(prepared.report.unlabeledDropped).toBe(3);

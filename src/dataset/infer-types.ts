@@ -24,7 +24,7 @@ const POSITIVE_WORDS = new Set(['true', 'yes', 'y', '1', 'positive']);
 /**
  * Whether a label cell means the positive class (case-insensitive; true/yes/1 match each other).
  * null: the row has no label (blank, or a missing-value marker such as "NA" that is not the
- * positive value itself), so it is left out rather than counted as a negative.
+ * positive value itself; "-" excepted), so it is left out rather than counted as a negative.
  */
 export function labelMatcher(positive: string): (cell: string) => boolean | null {
   const p = positive.trim().toLowerCase();
@@ -37,7 +37,8 @@ export function labelMatcher(positive: string): (cell: string) => boolean | null
     if (c === p) return true;
     if (pIsWord && POSITIVE_WORDS.has(c)) return true;
     if (!Number.isNaN(pNumber) && NUMERIC_TEXT.test(c) && Number(c) === pNumber) return true;
-    if (isMissingMarker(c)) return null;
+    // "-" is no missing marker here: it is the negative class of +/- labels.
+    if (c !== '-' && isMissingMarker(c)) return null;
     return false;
   };
 }
