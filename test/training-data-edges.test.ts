@@ -34,6 +34,19 @@ describe('CSV reading', () => {
     expect(t.rows[0]['Name, first']).toBe('A, B');
   });
 
+  it('reads tab-separated files too, and skips records whose every field is blank (a spreadsheet\'s ",,,," rows)', () => {
+    expect(detectDelimiter('a\tb,c\ty\n')).toBe('\t');
+    const tsv = parseCsvText('a\tb c\ty\n1\t\tTRUE\n 2 \t x y \tFALSE\n\t\t\n"q\tr"\t3\tTRUE\n');
+    expect(tsv.columns).toEqual(['a', 'b c', 'y']);
+    expect(tsv.rows).toEqual([
+      { a: '1', 'b c': '', y: 'TRUE' },
+      { a: '2', 'b c': 'x y', y: 'FALSE' },
+      { a: 'q\tr', 'b c': '3', y: 'TRUE' },
+    ]);
+    expect(parseCsvText('a,b,y\n1,,TRUE\n,,\n , , \n2,3,FALSE\n').rows).toHaveLength(2);
+    expect(() => parseCsvText('a|b|y\n1|2|TRUE\n')).toThrow('CSV needs a header row with at least two columns, separated by commas, semicolons or tabs');
+  });
+
   it('refuses a header that repeats a column name', () => {
     expect(() => parseCsvText('a,a,y\n1,2,TRUE\n')).toThrow(/repeats column name\(s\) "a"/);
   });
@@ -41,7 +54,11 @@ describe('CSV reading', () => {
   it('the streaming reader (dataset uploads) builds the same table as the whole-text one', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'csv-stream-'));
     try {
-      const texts = [readFileSync('data/online_shoppers_intention.csv', 'utf8'), '\uFEFF"Name, first";"Name, last";"y"\r\n"A, B";"C";TRUE\r\n\r\n'];
+      const texts = [
+        readFileSync('data/online_shoppers_intention.csv', 'utf8'),
+        '\uFEFF"Name, first";"Name, last";"y"\r\n"A, B";"C";TRUE\r\n\r\n',
+        'a\tb\ty\n1\t\tTRUE\n\t\t\n2\t3\tFALSE\n',
+      ];
       for (const [i, text] of texts.entries()) {
         const path = join(dir, `${i}.csv`);
         writeFileSync(path, text);
@@ -181,6 +198,37 @@ describe('training on awkward data', () => {
     expect(coerceFeatures(result.spec, { x: null, z: 1 }).issues).toEqual([]);
     expect(result.spec.features.find((f) => f.name === 'z')!.nullable).toBe(false); // no blank anywhere
     result.model.dispose();
+  });
+});
+
+describe('the cleaning report says what the label held and what looks wrong', () => {
+  /** 120 rows: an id, a numeric x, income written with thousands separators, a label. */
+  function table(label: (i: number) => string): string {
+    const lines = ['id,x,income,y'];
+    for (let i = 0; i < 120; i++) lines.push(`c${i},${i},"${1 + (i % 4)},${100 + (i % 3) * 100}",${label(i)}`);
+    return lines.join('\n');
+  }
+
+  it('counts rows per label value, and names the values when --positive matches none of them', () => {
+    const prepared = prepareDataset(parseCsvText(table((i) => (i % 3 ? 'no' : 'yes'))), { label: 'y', positive: 'yes', exclude: ['id'] });
+    expect(prepared.report.labelValues).toEqual({ no: 80, yes: 40 });
+    expect(() => prepareDataset(parseCsvText(table((i) => (i % 3 ? '0' : '1'))), { label: 'y', positive: '2' })).toThrow(
+      'label "y" has a single class with positive "2" (values: 0 ×80, 1 ×40); need both classes',
+    );
+  });
+
+  it('warns about a label with more than two values, numbers written with commas and an id-like column', () => {
+    const prepared = prepareDataset(parseCsvText(table((i) => ['>50K', '<=50K', '<=50K', '>50K.', ''][i % 5])), { label: 'y', positive: '>50K' });
+    expect(Object.entries(prepared.report.labelValues)).toEqual([['<=50K', 48], ['>50K', 24], ['>50K.', 24], ['', 24]]); // most frequent first
+    expect(prepared.report.warnings).toEqual([
+      'label "y" has 3 values (<=50K ×48, >50K ×24, >50K. ×24, (blank) ×24): ">50K" is the positive class and every other value counts as negative',
+      'column "id" has a different value in almost every row (an id?): as a category it cannot generalize; leave it out with --exclude ("exclude" in a retrain request)',
+      'column "income" looks numeric, but its numbers contain commas (e.g. "1,100"), so it is read as categorical: write numbers without thousands separators and with a decimal point',
+    ]);
+    // A clean two-class label, ids excluded, plain numbers: nothing to warn about.
+    const clean = prepareDataset(parseCsvText(table((i) => (i % 2 ? 'TRUE' : 'FALSE')).replace(/"(\d),(\d{3})"/g, '$1$2')), { label: 'y', positive: 'TRUE', exclude: ['id'] });
+    expect(clean.columnTypes.find((c) => c.name === 'income')?.type).toBe('numeric');
+    expect(clean.report.warnings).toBeUndefined();
   });
 });
 

@@ -19,6 +19,10 @@ export interface CleaningReport {
   blankCells: Record<string, number>;
   rowsKept: number;
   positives: number;
+  /** Rows per label value as written (trimmed; blank is ""), over the de-duplicated rows: the most frequent LABEL_VALUES_SHOWN. */
+  labelValues: Record<string, number>;
+  /** Things in the data that are likely mistakes (see dataWarnings); present only when there are some. */
+  warnings?: string[];
   /**
    * Columns left out of the features because they have no value to learn from, with the reason:
    * blank in every row, or (added by training) blank in every row of the training split. Present
@@ -88,8 +92,16 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
     labels.push(y ? 1 : 0);
   }
   const positives = labels.reduce((a, b) => a + b, 0);
+  const labelValues = countLabelValues(deduped.rows, opts.label);
   if (positives === 0 || positives === labels.length) {
-    throw new Error(`label "${opts.label}" has a single class with positive "${opts.positive}"; need both classes`);
+    throw new Error(`label "${opts.label}" has a single class with positive "${opts.positive}" (values: ${describeCounts(labelValues)}); need both classes`);
+  }
+  const warnings: string[] = [];
+  const classValues = Object.keys(labelValues).filter((v) => isPositive(v) !== null);
+  if (classValues.length > 2) {
+    warnings.push(
+      `label "${opts.label}" has ${classValues.length} values (${describeCounts(labelValues)}): "${opts.positive}" is the positive class and every other value counts as negative`,
+    );
   }
 
   const featureColumns = usedColumns(table.columns, opts).filter((c) => c !== opts.label);
@@ -106,6 +118,7 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
       continue;
     }
     const type = inferColumnType(values, forced.has(name));
+    if (type === 'categorical') warnings.push(...categoricalWarnings(name, values, forced.has(name)));
     // Missing-value markers in a numeric or boolean column are blanks too (parseCell reads them as null).
     const missing = type === 'categorical' ? blanks : values.filter((v) => parseCell(type, v) === null).length;
     if (missing) blankCells[name] = missing;
@@ -129,7 +142,56 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
       blankCells,
       rowsKept: rows.length,
       positives,
+      labelValues,
+      ...(warnings.length ? { warnings } : {}),
       ...(Object.keys(columnsLeftOut).length ? { columnsLeftOut } : {}),
     },
   };
+}
+
+/** How many label values the cleaning report lists (the most frequent ones). */
+export const LABEL_VALUES_SHOWN = 20;
+
+function countLabelValues(rows: Record<string, string>[], label: string): Record<string, number> {
+  const counts = new Map<string, number>();
+  for (const row of rows) {
+    const v = (row[label] ?? '').trim();
+    counts.set(v, (counts.get(v) ?? 0) + 1);
+  }
+  return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]).slice(0, LABEL_VALUES_SHOWN));
+}
+
+/** `yes ×300, no ×2000, "" ×4`: the values as a reader can check them against the file. */
+function describeCounts(counts: Record<string, number>): string {
+  return Object.entries(counts)
+    .map(([v, n]) => `${v === '' ? '(blank)' : v} ×${n}`)
+    .join(', ');
+}
+
+/** Numbers written with thousands separators or a decimal comma ("158,577", "93,4"). */
+const COMMA_NUMBER = /^[-+]?(\d{1,3}(,\d{3})+(\.\d+)?|\d+,\d+)$/;
+/** Below this many rows, "a different value in almost every row" says little. */
+const ID_LIKE_MIN_ROWS = 50;
+
+/**
+ * Likely mistakes in a column read as categorical: numbers that only failed to parse because of
+ * commas (their order and size are lost), and an id-like column (a different value in almost every
+ * row: no category is seen often enough to learn from, so it only adds out-of-vocabulary warnings).
+ */
+function categoricalWarnings(name: string, values: string[], forced: boolean): string[] {
+  const present = values.map((v) => v.trim()).filter((v) => v !== '' && !isMissingMarker(v));
+  if (present.length === 0) return [];
+  const out: string[] = [];
+  const commaNumbers = present.filter((v) => COMMA_NUMBER.test(v));
+  if (!forced && commaNumbers.length >= 0.9 * present.length) {
+    out.push(
+      `column "${name}" looks numeric, but its numbers contain commas (e.g. "${commaNumbers[0]}"), so it is read as categorical: write numbers without thousands separators and with a decimal point`,
+    );
+  }
+  if (present.length >= ID_LIKE_MIN_ROWS && new Set(present).size >= 0.9 * present.length) {
+    out.push(
+      `column "${name}" has a different value in almost every row (an id?): as a category it cannot generalize; leave it out with --exclude ("exclude" in a retrain request)`,
+    );
+  }
+  return out;
 }

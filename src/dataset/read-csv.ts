@@ -9,24 +9,24 @@ export interface CsvTable {
 }
 
 /**
- * Picks the delimiter (comma or semicolon) that splits the header line into the most fields,
+ * Picks the delimiter (comma, semicolon or tab) that splits the header line into the most fields,
  * counting only outside double quotes: `"Name, first";"Name, last"` is semicolon-separated.
  */
 export function detectDelimiter(text: string): string {
-  let commas = 0;
-  let semicolons = 0;
+  const counts = { ',': 0, ';': 0, '\t': 0 };
   let quoted = false;
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
     if (c === '"') quoted = !quoted; // an escaped quote ("") toggles twice
     else if (!quoted && (c === '\n' || c === '\r')) break;
-    else if (!quoted && c === ',') commas++;
-    else if (!quoted && c === ';') semicolons++;
+    else if (!quoted && c in counts) counts[c as keyof typeof counts]++;
   }
-  return semicolons > commas ? ';' : ',';
+  // Ties go to the comma, then the semicolon.
+  return (Object.keys(counts) as (keyof typeof counts)[]).reduce((best, d) => (counts[d] > counts[best] ? d : best));
 }
 
-const parseOptions = (delimiter: string) => ({ delimiter, bom: true, skip_empty_lines: true, trim: true, relax_column_count: false });
+// Records whose every field is blank (a spreadsheet's ",,,,," rows) are skipped like empty lines.
+const parseOptions = (delimiter: string) => ({ delimiter, bom: true, skip_empty_lines: true, skip_records_with_empty_values: true, trim: true, relax_column_count: false });
 
 export function parseCsvText(text: string): CsvTable {
   const delimiter = detectDelimiter(text);
@@ -57,7 +57,7 @@ export function readHead(path: string, bytes: number): string {
 
 function tableOf(records: string[][], delimiter: string): CsvTable {
   const [header, ...body] = records;
-  if (!header || header.length < 2) throw new Error('CSV needs a header row with at least two columns');
+  if (!header || header.length < 2) throw new Error('CSV needs a header row with at least two columns, separated by commas, semicolons or tabs');
   const columns = header.map((h) => h.trim());
   const seen = new Set<string>();
   const repeated = columns.filter((c) => seen.size === seen.add(c).size);

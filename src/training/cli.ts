@@ -66,7 +66,8 @@ async function main() {
   const c = result.cleaning;
   log(
     `cleaning: read ${c.rowsRead}, dropped ${c.duplicatesDropped} duplicate and ${c.unlabeledDropped} unlabeled rows; ` +
-      `blank cells imputed: ${Object.entries(c.blankCells).map(([k, n]) => `${k}=${n}`).join(', ') || 'none'}`,
+      `blank cells imputed: ${Object.entries(c.blankCells).map(([k, n]) => `${k}=${n}`).join(', ') || 'none'}; ` +
+      `label values: ${Object.entries(c.labelValues).map(([v, n]) => `${v === '' ? '(blank)' : v}=${n}`).join(', ')}`,
   );
   const store = new ModelStore(resolve(values.out!));
   // --replace rebuilds a version in place (used to regenerate the bundled default model).

@@ -50,6 +50,7 @@ export async function trainFromTable(table: CsvTable, opts: TrainOptions, hooks:
   const hp = { ...DEFAULT_HYPERPARAMETERS, ...opts.hyperparameters };
   await hooks.pacer?.pause();
   const data = prepareDataset(table, opts);
+  for (const w of data.report.warnings ?? []) hooks.onLog?.(`warning: ${w}`);
   await hooks.pacer?.pause();
   const split = stratifiedSplit(data.labels, { validation: opts.validationFraction ?? 0.15, test: opts.testFraction ?? 0.15 }, seed);
   const pick = (idx: number[]) => idx.map((i) => data.rows[i]);

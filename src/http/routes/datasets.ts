@@ -34,7 +34,7 @@ export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
         tags: ['datasets'],
         summary: 'Upload a CSV for retraining; answers its inferred schema',
         description:
-          `multipart/form-data with one file part (any field name) holding a comma- or semicolon-separated CSV with a header row. ` +
+          `multipart/form-data with one file part (any field name) holding a comma-, semicolon- or tab-separated CSV with a header row. ` +
           `At most ${limit} bytes (UPLOAD_LIMIT_BYTES); larger uploads answer 413 and nothing is kept.`,
         consumes: ['multipart/form-data'],
         response: { 201: DatasetSummary, ...errorResponses, 413: ErrorBody, 415: ErrorBody },

@@ -96,6 +96,8 @@ const Job = z
         blankCells: z.record(z.string(), z.number()),
         rowsKept: z.number(),
         positives: z.number(),
+        labelValues: z.record(z.string(), z.number()).optional().describe('Rows per label value as written (blank is ""), the 20 most frequent'),
+        warnings: z.array(z.string()).optional().describe('Likely mistakes in the data: a label with more than two values, numbers written with commas, id-like columns'),
         columnsLeftOut: z.record(z.string(), z.string()).optional().describe('Columns with no value to learn from, and why they were left out'),
       })
       .nullable(),
