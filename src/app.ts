@@ -5,7 +5,8 @@ import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, val
 import type { Config } from './config/env.js';
 import { initBackend } from './inference/backend.js';
 import { createServices, type Services } from './services.js';
-import { frameworkErrors, installErrorHandling } from './http/error-handler.js';
+import { clientErrors, frameworkErrors, installErrorHandling } from './http/error-handler.js';
+import { requestId } from './http/request-id.js';
 import { OneLineRequestLog } from './http/request-logging.js';
 import { healthRoutes } from './http/routes/health.js';
 import { predictRoutes } from './http/routes/predict.js';
@@ -37,7 +38,10 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     logger: opts.logger ?? { level: config.LOG_LEVEL, redact: ['req.headers.authorization'] },
     logController: new OneLineRequestLog(),
     bodyLimit: config.BODY_LIMIT_BYTES,
-    requestIdHeader: 'x-request-id',
+    // A caller's X-Request-Id is kept when it looks like one (see request-id.ts), else one is made.
+    requestIdHeader: false,
+    genReqId: requestId,
+    clientErrorHandler: clientErrors,
     return503OnClosing: true,
     // userIds may be 256 characters (more bytes once percent-encoded) and must stay erasable by URL.
     routerOptions: { maxParamLength: 4096 },
@@ -46,6 +50,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
+  // Bodies are JSON (and multipart on the upload routes): a text/plain body is a 415 like any other
+  // type, not a string that fails validation.
+  app.removeContentTypeParser('text/plain');
 
   await app.register(swagger, {
     openapi: {

@@ -26,6 +26,7 @@ import {
   type Member,
   type Row,
   type RuleCase,
+  expectFormulaIdsDefused,
 } from './helpers/segments.js';
 
 const N_USERS = 10_000;
@@ -263,6 +264,10 @@ describe('export (Redis): CSV and NDJSON streams equal the paginated list', () =
     const def = await app.inject({ method: 'GET', url: '/v1/segments/low-intent/export', headers: bearer(KEY.segments) });
     expect(parseCsvExport(def.body)).toEqual((await allMembers(app, 'low-intent')).members);
     expectError(await app.inject({ method: 'GET', url: '/v1/segments/nope/export', headers: bearer(KEY.segments) }), 404, 'not_found');
+  });
+
+  it('a userId that starts like a spreadsheet formula gets an apostrophe in CSV; NDJSON carries it exactly', async () => {
+    await expectFormulaIdsDefused(app, expected);
   });
 });
 

@@ -24,6 +24,7 @@ import {
   type Member,
   type ProfileBody,
   type Row,
+  expectFormulaIdsDefused,
 } from './helpers/segments.js';
 
 /**
@@ -133,6 +134,8 @@ describe('ACCEPTANCE 1 (embedded store): 1,000 scored users, every segment equal
     const u = await getJson<{ segments: string[] }>(app, `/v1/users/${userId}`);
     expect(u.segments).toContain('high-intent');
     expect(u.segments).not.toContain('low-intent');
+    const raw = await app.inject({ method: 'GET', url: `/v1/users/${userId}`, headers: bearer(KEY.segments) });
+    expect(raw.headers['cache-control']).toBe('no-store'); // personal data
   });
 
   it('bands changed at run time (admin only) apply to new predictions', async () => {
@@ -153,10 +156,15 @@ describe('export (embedded store)', () => {
       const listed = (await allMembers(app, seg)).members;
       const csv = await app.inject({ method: 'GET', url: `/v1/segments/${seg}/export?format=csv`, headers: bearer(KEY.segments) });
       expect(csv.statusCode).toBe(200);
+      expect(csv.headers['cache-control']).toBe('no-store');
       expect(parseCsvExport(csv.body)).toEqual(listed);
       const nd = await app.inject({ method: 'GET', url: `/v1/segments/${seg}/export?format=ndjson`, headers: bearer(KEY.segments) });
       expect(parseNdjsonExport(nd.body)).toEqual(listed);
     }
+  });
+
+  it('a userId that starts like a spreadsheet formula gets an apostrophe in CSV; NDJSON carries it exactly', async () => {
+    await expectFormulaIdsDefused(app, expected);
   });
 });
 

@@ -92,6 +92,27 @@ const ROUTER_ERRORS: Record<string, { error: string; message: string }> = {
   FST_ERR_MAX_PARAM_LENGTH: { error: 'uri_too_long', message: 'a path parameter is too long (at most 4,096 bytes)' },
 };
 
+/**
+ * Requests Node's HTTP parser refuses before Fastify sees them (a malformed header line, a bad
+ * Content-Length, headers over the size limit, a timeout) answered with the service's error body
+ * instead of Fastify's default one. Mirrors Fastify's default handler otherwise: nothing is written
+ * to a reset or unwritable socket, and the connection is closed.
+ */
+export function clientErrors(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, reason, error, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [408, 'Request Timeout', 'request_timeout', 'the request was not received in time']
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request Header Fields Too Large', 'request_header_fields_too_large', 'request headers are too large']
+        : [400, 'Bad Request', 'bad_request', 'malformed HTTP request'];
+  const body = JSON.stringify({ error, message, details: [] });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy(err);
+}
+
 /** Router-level errors (malformed URL, over-long path parameter) in the service's error body. */
 export const frameworkErrors = (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
   const status = error.statusCode ?? 400;
@@ -100,15 +121,52 @@ export const frameworkErrors = (error: FastifyError, _request: FastifyRequest, r
   void reply.code(status).send({ ...body, details: [] });
 };
 
+/** At most this many details in one error body, each path and message at most MAX_DETAIL_CHARS. */
+export const MAX_DETAILS = 100;
+const MAX_DETAIL_CHARS = 300;
+
+const clip = (text: string) => (text.length > MAX_DETAIL_CHARS ? `${text.slice(0, MAX_DETAIL_CHARS - 1)}…` : text);
+
+/**
+ * An error body's message and details, bounded: a 10,000-instance batch of empty objects, or a
+ * body of 500,000 unknown keys, must not be answered with megabytes naming each one. The message
+ * still counts them all.
+ */
+function bounded(message: string, details: FieldIssue[]): { message: string; details: FieldIssue[] } {
+  const long = details.some((d) => d.path.length > MAX_DETAIL_CHARS || d.message.length > MAX_DETAIL_CHARS);
+  if (details.length <= MAX_DETAILS && !long) return { message, details };
+  const shown = details.slice(0, MAX_DETAILS).map((d) => ({ path: clip(d.path), message: clip(d.message) }));
+  return { message: details.length > MAX_DETAILS ? `${message} (the first ${MAX_DETAILS} listed)` : message, details: shown };
+}
+
+/** The error code for a 4xx status Fastify or a plugin raised without one of ours. */
+const STATUS_CODES: Record<number, string> = {
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  406: 'not_acceptable',
+  408: 'request_timeout',
+  409: 'conflict',
+  411: 'length_required',
+  413: 'payload_too_large',
+  414: 'uri_too_long',
+  415: 'unsupported_media_type',
+  429: 'too_many_requests',
+  431: 'request_header_fields_too_large',
+};
+
 /** The one error body: { error, message, details: [{ path, message }] }. 5xx never leak internals. */
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply) => {
     if (error instanceof AppError) {
-      return reply.code(error.statusCode).send({ error: error.code, message: error.message, details: error.details });
+      // RFC 6750: a 401 names the scheme the client should use.
+      if (error.statusCode === 401) void reply.header('www-authenticate', 'Bearer');
+      return reply.code(error.statusCode).send({ error: error.code, ...bounded(error.message, error.details) });
     }
     const issues = schemaIssues(error);
     if (issues.length) {
-      return reply.code(400).send({ error: 'validation_error', message: `${issues.length} invalid field${issues.length === 1 ? '' : 's'}`, details: issues });
+      return reply.code(400).send({ error: 'validation_error', ...bounded(`${issues.length} invalid field${issues.length === 1 ? '' : 's'}`, issues) });
     }
     if (isRedisUnavailable(error)) {
       request.log.warn({ err: error.message }, 'redis unavailable');
@@ -124,7 +182,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     const status = error.statusCode ?? 500;
     if (status < 500) {
-      const code = status === 413 ? 'payload_too_large' : status === 415 ? 'unsupported_media_type' : status === 404 ? 'not_found' : 'bad_request';
+      const code = STATUS_CODES[status] ?? 'bad_request';
       const message = BODY_MESSAGES[error.code] ?? error.message;
       const details = error.code?.startsWith('FST_ERR_CTP_') ? [{ path: 'body', message }] : [];
       return reply.code(status).send({ error: code, message, details });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MAX_USER_ID_LENGTH } from '../lib/user-id.js';
+import { MAX_USER_ID_LENGTH, isWellFormedId } from '../lib/user-id.js';
 
 /** Shared wire schemas (zod → validation and OpenAPI). */
 export const ErrorBody = z
@@ -25,10 +25,13 @@ const Features = z
   .meta({ type: 'object', additionalProperties: { nullable: true, oneOf: [{ type: 'number' }, { type: 'string' }, { type: 'boolean' }] } })
   .describe('Feature name → number | string | boolean | null; see GET /v1/schema');
 
+/** A userId or sessionId: one every /v1/users route can name (see isWellFormedId). */
+export const IdString = z.string().min(1).max(MAX_USER_ID_LENGTH).refine(isWellFormedId, 'must be well-formed Unicode text (it has an unpaired surrogate)');
+
 export const PredictRequest = z
   .object({
-    userId: z.string().min(1).max(MAX_USER_ID_LENGTH).optional(),
-    sessionId: z.string().min(1).max(MAX_USER_ID_LENGTH).optional(),
+    userId: IdString.optional(),
+    sessionId: IdString.optional(),
     features: Features,
   })
   .strict()

@@ -36,7 +36,9 @@ while n < limit do
     if not (cmember ~= '' and s == maxs and bytes_ge(m, cmember)) then
       if fmt == 'csv' then
         local cell = m
-        if string.find(m, '[",\r\n]') then cell = '"' .. (string.gsub(m, '"', '""')) .. '"' end
+        -- Formula-like ids get an apostrophe (see csvCell in routes/segments.ts).
+        if string.find(cell, '^[=+@\t\r%-]') then cell = "'" .. cell end
+        if string.find(cell, '[",\r\n]') then cell = '"' .. (string.gsub(cell, '"', '""')) .. '"' end
         out[#out + 1] = cell .. ',' .. s .. '\n'
       else
         out[#out + 1] = '{"userId":' .. cjson.encode(m) .. ',"score":' .. s .. '}\n'

@@ -337,3 +337,20 @@ export const parseNdjsonExport = (body: string): Member[] =>
     .split('\n')
     .filter(Boolean)
     .map((l) => JSON.parse(l) as Member);
+
+/**
+ * Users whose ids start like spreadsheet formulas, scored into high-intent: the CSV export shows
+ * each with a leading apostrophe (quoted when needed), NDJSON exactly as sent.
+ */
+export async function expectFormulaIdsDefused(app: FastifyInstance, expected: Expected): Promise<void> {
+  const top = (await page(app, 'high-intent', { limit: 1 })).members[0];
+  const features = expected.users.get(top.userId)!.features;
+  const ids = ['=1+1', '+33 6 12', '-5', '@SUM(A1)', '\tcmd', '=HYPERLINK("x","y")'];
+  await scoreUsers(app, expected, ids.map((userId) => ({ userId, features })));
+  const csv = await app.inject({ method: 'GET', url: '/v1/segments/high-intent/export?format=csv', headers: bearer(KEY.segments) });
+  const lines = new Set(csv.body.split('\n').map((l) => l.slice(0, l.lastIndexOf(','))));
+  for (const cell of ["'=1+1", "'+33 6 12", "'-5", "'@SUM(A1)", "'\tcmd", '"\'=HYPERLINK(""x"",""y"")"']) expect(lines, cell).toContain(cell);
+  const nd = await app.inject({ method: 'GET', url: '/v1/segments/high-intent/export?format=ndjson', headers: bearer(KEY.segments) });
+  const exported = new Set(parseNdjsonExport(nd.body).map((m) => m.userId));
+  for (const id of ids) expect(exported, id).toContain(id);
+}

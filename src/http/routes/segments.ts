@@ -121,7 +121,9 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
         summary: 'All members, streamed as CSV or NDJSON (score descending)',
         params: SegmentId,
         querystring: z.object({ format: z.enum(['csv', 'ndjson']).default('csv'), minScore: queryScore.optional() }),
-        description: 'Responds 200 with text/csv (header userId,score) or application/x-ndjson ({"userId","score"} per line), streamed.',
+        description:
+          'Responds 200 with text/csv (header userId,score) or application/x-ndjson ({"userId","score"} per line), streamed. ' +
+          "In CSV, a userId that starts like a spreadsheet formula (= + - @, tab, CR) gets a leading ' (NDJSON carries userIds exactly).",
         response: withNotFound,
       },
     },
@@ -148,7 +150,8 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
       }
       reply
         .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson')
-        .header('content-disposition', `attachment; filename="${id}.${format === 'csv' ? 'csv' : 'ndjson'}"`);
+        .header('content-disposition', `attachment; filename="${id}.${format === 'csv' ? 'csv' : 'ndjson'}"`)
+        .header('cache-control', 'no-store'); // a list of users: no shared cache may keep it
       // A stream is piped as-is; the type provider only knows the JSON error bodies of this route.
       return reply.send(Readable.from(lines(), { objectMode: false }) as never);
     },
@@ -177,6 +180,13 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
   );
 };
 
+/**
+ * A userId as a CSV cell. One that starts like a spreadsheet formula (= + - @, tab, CR) gets a
+ * leading apostrophe, so opening the export in a spreadsheet shows it instead of evaluating it
+ * (OWASP's CSV-injection advice); NDJSON exports carry ids unchanged. Kept in step with the Redis
+ * store's renderer (EXPORT_PAGE in redis-membership-store.ts).
+ */
 function csvCell(s: string): string {
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  const cell = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  return /[",\n\r]/.test(cell) ? `"${cell.replace(/"/g, '""')}"` : cell;
 }

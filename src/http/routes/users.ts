@@ -25,7 +25,8 @@ export const userRoutes: FastifyPluginAsyncZod = async (app) => {
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
+      void reply.header('cache-control', 'no-store'); // personal data: no shared cache may keep it
       await segments.flush();
       const u = await segments.store.user(request.params.userId);
       if (!u) throw notFound(`user ${request.params.userId}`);

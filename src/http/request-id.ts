@@ -1,0 +1,17 @@
+import type { IncomingMessage } from 'node:http';
+
+/** What a caller's X-Request-Id may look like: a trace or uuid-like token, nothing a log could be abused with. */
+const CALLER_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
+let counter = 0;
+
+/**
+ * The request id in every log line of a request. A caller's X-Request-Id is kept, so logs join up
+ * across services, but only when it is a short token: anything else (16 KB of JSON, a userId)
+ * would be copied unchecked into every log line, so a fresh id is made instead.
+ */
+export function requestId(req: IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  if (typeof given === 'string' && CALLER_ID.test(given)) return given;
+  counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
+  return `req-${counter.toString(36)}`;
+}

@@ -1,0 +1,123 @@
+import { connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config/env.js';
+import { copyDefaultStore } from './helpers/app.js';
+import { expectError, pathsOf } from './helpers/http.js';
+import { shopperFeatureRows } from './helpers/shoppers.js';
+
+const API_KEYS = 'predict:pred-key-1234,segments+admin:adm-key-1234';
+const PRED = { authorization: 'Bearer pred-key-1234' };
+const features = shopperFeatureRows(1)[0];
+
+interface LogLine {
+  level: number;
+  msg: string;
+  reqId?: string;
+  [k: string]: unknown;
+}
+
+/** What a client gets for raw bytes sent to the listening server (connection closed by the server). */
+function rawExchange(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(request));
+    let answer = '';
+    socket.on('data', (d) => (answer += d.toString()));
+    socket.on('close', () => resolve(answer));
+    socket.on('error', reject);
+  });
+}
+
+const bodyOf = (raw: string) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4));
+
+describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
+  let app: FastifyInstance;
+  let port: number;
+  const lines: LogLine[] = [];
+
+  beforeAll(async () => {
+    const stream = { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) };
+    app = await buildApp(loadConfig({ MODEL_STORE: copyDefaultStore(), TF_BACKEND: 'wasm', LOG_LEVEL: 'info', API_KEYS }), { logger: { level: 'info', stream } });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    port = (app.server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  const predict = (payload: object, headers: Record<string, string> = {}) =>
+    app.inject({ method: 'POST', url: '/v1/predict', headers: { ...PRED, ...headers }, payload });
+  const requestLine = (reqId: string) => lines.find((l) => l.reqId === reqId && l.msg === 'request');
+
+  it("keeps a caller's X-Request-Id that looks like one, and makes a fresh id for anything else", async () => {
+    const good = 'trace-01HZX.abc:42';
+    expect((await predict({ features }, { 'x-request-id': good })).statusCode).toBe(200);
+    expect(requestLine(good)).toBeDefined();
+    const bad = '{"userId":"alice@example.com"}';
+    const before = lines.length;
+    expect((await predict({ features }, { 'x-request-id': bad })).statusCode).toBe(200);
+    const logged = lines.slice(before);
+    expect(logged.length).toBeGreaterThan(0);
+    expect(JSON.stringify(logged)).not.toContain('alice@example.com');
+    expect(logged.every((l) => l.reqId === undefined || /^req-[0-9a-z]+$/.test(l.reqId))).toBe(true);
+    expect((await predict({ features }, { 'x-request-id': 'x'.repeat(129) })).statusCode).toBe(200);
+    expect(requestLine('x'.repeat(129))).toBeUndefined();
+  });
+
+  it('refuses a userId or sessionId that is not well-formed Unicode (no URL could erase that user)', async () => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/predict',
+      headers: { ...PRED, 'content-type': 'application/json' },
+      payload: `{"userId":"\\ud800x","sessionId":"ok\\udfff","features":${JSON.stringify(features)}}`,
+    });
+    const body = expectError(res, 400, 'validation_error');
+    expect(pathsOf(body)).toEqual(['sessionId', 'userId']);
+    expect(body.details[0].message).toMatch(/well-formed Unicode/);
+    // A surrogate pair (an emoji) is fine.
+    expect((await predict({ userId: 'shopper-😀', features })).statusCode).toBe(200);
+  });
+
+  it('a text/plain body is a 415 like any type other than JSON', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/predict', headers: { ...PRED, 'content-type': 'text/plain' }, payload: JSON.stringify({ features }) });
+    expectError(res, 415, 'unsupported_media_type');
+  });
+
+  it('bounds the error body: at most 100 details, each path and message clipped; the message counts them all', async () => {
+    const unknown = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`extra_${i}`, 1]));
+    const body = expectError(await predict({ features: { ...features, ...unknown } }), 400, 'validation_error');
+    expect(body.details).toHaveLength(100);
+    expect(body.message).toBe('500 invalid fields (the first 100 listed)');
+    const longKey = 'k'.repeat(5000);
+    const one = expectError(await predict({ features: { ...features, [longKey]: 1 } }), 400, 'validation_error');
+    expect(one.details).toHaveLength(1);
+    expect(one.details[0].path.length).toBeLessThanOrEqual(300);
+    expect(one.details[0].path.startsWith('features.kkk')).toBe(true);
+    expect(one.message).toBe('1 invalid field');
+  });
+
+  it('a 401 names the Bearer scheme (WWW-Authenticate)', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/predict', payload: { features } });
+    expectError(res, 401, 'unauthorized');
+    expect(res.headers['www-authenticate']).toBe('Bearer');
+  });
+
+  it('a 4xx raised by a plugin gets the code of its status (a path escaping the docs file server: 403 forbidden)', async () => {
+    const raw = await rawExchange(port, 'GET /docs/static/../../package.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect(raw).toMatch(/^HTTP\/1\.1 403 /);
+    expect(bodyOf(raw)).toEqual({ error: 'forbidden', message: 'Forbidden', details: [] });
+  });
+
+  it("requests Node's HTTP parser refuses get the service's error body (400, 431), never Fastify's default", async () => {
+    const bad = await rawExchange(port, 'POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n');
+    expect(bad).toMatch(/^HTTP\/1\.1 400 /);
+    expect(bodyOf(bad)).toEqual({ error: 'bad_request', message: 'malformed HTTP request', details: [] });
+    const huge = await rawExchange(port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(huge).toMatch(/^HTTP\/1\.1 431 /);
+    expect(bodyOf(huge)).toEqual({ error: 'request_header_fields_too_large', message: 'request headers are too large', details: [] });
+    // The server still answers normally afterwards.
+    expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+  });
+});
