@@ -316,8 +316,20 @@ describe('other routes', () => {
     const get = expectError(await app.inject({ method: 'GET', url: '/v1/nothing?x=1' }), 404, 'not_found');
     expect(get.message).toBe('no route GET /v1/nothing');
     expect(get.details).toEqual([]);
-    const wrongMethod = expectError(await app.inject({ method: 'GET', url: '/v1/predict' }), 404, 'not_found');
-    expect(wrongMethod.message).toMatch(/GET \/v1\/predict/);
+  });
+
+  it('a known path with the wrong method answers 405 with an Allow header', async () => {
+    const get = await app.inject({ method: 'GET', url: '/v1/predict?explain=true' });
+    expect(expectError(get, 405, 'method_not_allowed').message).toBe('GET is not allowed on /v1/predict; allowed: POST');
+    expect(get.headers.allow).toBe('POST');
+    const post = await app.inject({ method: 'POST', url: '/healthz' });
+    expectError(post, 405, 'method_not_allowed');
+    expect(post.headers.allow).toBe('GET, HEAD');
+    // Paths with parameters match by shape; an unknown path stays a 404.
+    const put = await app.inject({ method: 'PUT', url: '/v1/users/someone' });
+    expectError(put, 405, 'method_not_allowed');
+    expect(put.headers.allow).toBe('DELETE, GET, HEAD');
+    expectError(await app.inject({ method: 'PUT', url: '/v1/users/someone/else' }), 404, 'not_found');
   });
 
   it('/healthz and /readyz', async () => {

@@ -192,7 +192,43 @@ export function installErrorHandling(app: FastifyInstance): void {
     request.log.error({ err: { type: error.name, message: error.message, stack: error.stack } }, 'unhandled error');
     return reply.code(500).send({ error: 'internal_error', message: 'internal error', details: [] });
   });
+  const routes = new RouteMethods();
+  app.addHook('onRoute', (route) => routes.add(route.method, route.url));
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}`, details: [] });
+    const path = request.url.split('?')[0];
+    const allowed = routes.methodsFor(path);
+    if (allowed.length && !allowed.includes(request.method)) {
+      void reply.code(405).header('allow', allowed.join(', '));
+      return reply.send({ error: 'method_not_allowed', message: `${request.method} is not allowed on ${path}; allowed: ${allowed.join(', ')}`, details: [] });
+    }
+    reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${path}`, details: [] });
   });
+}
+
+/**
+ * Which methods each route path answers, so a request with the wrong method gets 405 and an Allow
+ * header rather than a 404 (consulted only once the router found nothing).
+ */
+class RouteMethods {
+  private readonly routes: { pattern: RegExp; methods: Set<string> }[] = [];
+
+  add(method: string | string[], url: string): void {
+    const pattern = new RegExp(
+      '^' +
+        url
+          .split('/')
+          .map((seg) => (seg.startsWith(':') ? '[^/]+' : seg === '*' ? '.*' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+          .join('/') +
+        '$',
+    );
+    let entry = this.routes.find((r) => r.pattern.source === pattern.source);
+    if (!entry) this.routes.push((entry = { pattern, methods: new Set() }));
+    for (const m of Array.isArray(method) ? method : [method]) entry.methods.add(m);
+  }
+
+  methodsFor(path: string): string[] {
+    const methods = new Set<string>();
+    for (const r of this.routes) if (r.pattern.test(path)) for (const m of r.methods) methods.add(m);
+    return [...methods].sort();
+  }
 }
