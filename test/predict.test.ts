@@ -152,14 +152,14 @@ describe('POST /v1/predict: each bad input is a 400 with the single error body',
   });
 
   it.each([
-    ['missing', {}],
-    ['null', { features: null }],
-    ['an array', { features: [1, 2] }],
-    ['a string', { features: 'Month=May' }],
-  ])('features %s', async (_label, payload) => {
+    ['missing', {}, 'required: an object of feature values'],
+    ['null', { features: null }, 'must be an object of feature values'],
+    ['an array', { features: [1, 2] }, 'must be an object of feature values'],
+    ['a string', { features: 'Month=May' }, 'must be an object of feature values'],
+  ])('features %s', async (_label, payload, message) => {
     const body = expectError(await predict(payload), 400, 'validation_error');
     // One detail, not one from the schema and another from the feature check.
-    expect(body.details).toEqual([{ path: 'features', message: 'must be an object of feature values' }]);
+    expect(body.details).toEqual([{ path: 'features', message }]);
   });
 
   it('an unknown top-level field is refused', async () => {
@@ -284,9 +284,21 @@ describe('POST /v1/predict/batch', () => {
     expect(pathsOf(top)).toEqual(['instances[0].features']);
   });
 
-  it('names the instance whose features are not an object', async () => {
-    const body = expectError(await batch({ instances: [{ features: rows[0] }, { features: 'oops' }] }), 400, 'validation_error');
-    expect(body.details).toEqual([{ path: 'instances[1].features', message: 'must be an object of feature values' }]);
+  it('names the instance whose features are not an object, or missing', async () => {
+    const body = expectError(await batch({ instances: [{ features: rows[0] }, { features: 'oops' }, {}] }), 400, 'validation_error');
+    expect(body.details).toEqual([
+      { path: 'instances[1].features', message: 'must be an object of feature values' },
+      { path: 'instances[2].features', message: 'required: an object of feature values' },
+    ]);
+  });
+
+  it('lists the details in instance order, whichever check found them', async () => {
+    const instances: { userId?: unknown; features: Record<string, unknown> }[] = rows.slice(0, 4).map((features) => ({ features: { ...features } }));
+    instances[3].userId = 42; // found by the schema
+    instances[1].features.Weekend = 'maybe'; // found by the feature check
+    instances[0].features.Region = { code: 1 };
+    const body = expectError(await batch({ instances }), 400, 'validation_error');
+    expect(body.details.map((d) => d.path)).toEqual(['instances[0].features.Region', 'instances[1].features.Weekend', 'instances[3].userId']);
   });
 
   it('carries per-instance warnings for unseen categories', async () => {

@@ -21,7 +21,9 @@ export const errorResponses = {
 // feature's type and names the exact problem; the edge schema only requires an object. A custom
 // check passes the object through as it is: no per-key walk, no copy (batch bodies hold 10,000).
 const Features = z
-  .custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), { message: 'must be an object of feature values' })
+  .custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), {
+    error: (issue) => (issue.input === undefined ? 'required: an object of feature values' : 'must be an object of feature values'),
+  })
   .meta({ type: 'object', additionalProperties: { nullable: true, oneOf: [{ type: 'number' }, { type: 'string' }, { type: 'boolean' }] } })
   .describe('Feature name → number | string | boolean | null; see GET /v1/schema');
 

@@ -162,7 +162,7 @@ export class Scorer {
         // Paths are rewritten only for bad rows: building a prefix for every row costs more than coercing it.
         for (const issue of r.issues) issues.push({ path: `instances[${i}].${issue.path}`, message: issue.message });
       }
-      if (issues.length) throw new ValidationError(issues);
+      if (issues.length) throw new ValidationError(inInstanceOrder(issues));
       const CHUNK = DIRECT_ROWS;
       const probs = new Float32Array(n);
       for (let start = 0; start < n; start += CHUNK) {
@@ -247,4 +247,10 @@ export function cacheKey(scope: string, vector: Float32Array): string {
 function shortJson(v: unknown): string {
   const json = JSON.stringify(v);
   return json.length <= 64 ? json : `${json.slice(0, 61)}...`;
+}
+
+/** Issues sorted by the instance they name (`instances[i]…`; others first), each instance's in the order found. */
+function inInstanceOrder(issues: FieldIssue[]): FieldIssue[] {
+  const index = (i: FieldIssue) => Number(/^instances\[(\d+)\]/.exec(i.path)?.[1] ?? -1);
+  return issues.map((issue, at) => ({ issue, at, n: index(issue) })).sort((a, b) => a.n - b.n || a.at - b.at).map((x) => x.issue);
 }

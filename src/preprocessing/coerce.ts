@@ -38,7 +38,7 @@ export function coerceFeatures(spec: FeatureSpec, input: unknown): { values: Fea
   const issues: FieldIssue[] = [];
   const values: FeatureValues = {};
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    return { values, issues: [{ path: PREFIX, message: 'must be an object of feature values' }] };
+    return { values, issues: [{ path: PREFIX, message: input === undefined ? 'required: an object of feature values' : 'must be an object of feature values' }] };
   }
   const obj = input as Record<string, unknown>;
   const { steps, names } = planFor(spec);
