@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { evaluateRule, referencedFeatures, RuleSchema, type Rule } from '../src/segments/rules.js';
+import { evaluateRule, featureReferences, RuleSchema, type Rule } from '../src/segments/rules.js';
 import { RuleSegmentInput } from '../src/segments/definitions.js';
 import type { FeatureValues } from '../src/preprocessing/feature-spec.js';
 
@@ -38,7 +38,11 @@ describe('rule language: validation', () => {
     const parsed = RuleSchema.safeParse(rule);
     expect(parsed.success).toBe(true);
     expect(parsed.data).toEqual(rule);
-    expect([...referencedFeatures(rule as Rule)].sort()).toEqual(['Month', 'VisitorType', 'Weekend']);
+    expect(featureReferences(rule)).toEqual([
+      { feature: 'VisitorType', path: 'rule.all[0].feature' },
+      { feature: 'Month', path: 'rule.all[1].any[1].not.feature' },
+      { feature: 'Weekend', path: 'rule.all[2].not.not.all[0].feature' },
+    ]);
   });
 
   it('a leaf needs exactly one operator', () => {

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp } from './helpers/app.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
-import { expectError } from './helpers/http.js';
+import { expectError, pathsOf } from './helpers/http.js';
 import {
   API_KEYS,
   KEY,
@@ -64,6 +64,10 @@ describe('ACCEPTANCE 1 (embedded store): 1,000 scored users, every segment equal
     const bad = expectError(await post('/v1/segments', { name: 'bad', rule: { any: [{ feature: 'Colour', eq: 'red' }, { feature: 'Month', eq: 'Nov' }] } }), 400, 'validation_error');
     expect(bad.details.map((d) => d.message).join(' ')).toContain('"Colour"');
     expect(bad.details.map((d) => d.message).join(' ')).not.toContain('"Month"');
+    expect(pathsOf(bad)).toEqual(['rule.any[0].feature']);
+    // A body failing the schema names the unknown feature in the same 400.
+    const both = expectError(await post('/v1/segments', { id: 'BAD ID', name: 'bad', rule: { all: [{ feature: 'Nope', eq: 1 }, { feature: 'Month', gt: 'x' }] } }), 400, 'validation_error');
+    expect(pathsOf(both)).toEqual(['id', 'rule.all[0].feature', 'rule.all[1].gt']);
     for (const r of RULE_CASES) expect((await post('/v1/segments', { id: r.id, name: r.name, rule: r.rule })).statusCode).toBe(201);
     const bands = await getJson<Bands>(app, '/v1/segments/bands');
     expect(bands).toEqual({ high: 0.6, medium: 0.3 });

@@ -97,11 +97,19 @@ export function ruleSizeIssue(value: unknown): string | null {
   return null;
 }
 
-export function referencedFeatures(rule: Rule, out = new Set<string>()): Set<string> {
-  if ('all' in rule) rule.all.forEach((r) => referencedFeatures(r, out));
-  else if ('any' in rule) rule.any.forEach((r) => referencedFeatures(r, out));
-  else if ('not' in rule) referencedFeatures(rule.not, out);
-  else if ('feature' in rule) out.add(rule.feature);
+/**
+ * Every `feature` a rule names, with its path (`rule.all[0].feature`), read from the JSON as sent:
+ * it works on a rule that fails the schema too, so one 400 can name a bad operator and an unknown
+ * feature together. Callers bound the rule's size first (ruleSizeIssue).
+ */
+export function featureReferences(rule: unknown, path = 'rule'): { feature: string; path: string }[] {
+  if (Array.isArray(rule)) return rule.flatMap((r, i) => featureReferences(r, `${path}[${i}]`));
+  if (rule === null || typeof rule !== 'object') return [];
+  const out: { feature: string; path: string }[] = [];
+  for (const [k, v] of Object.entries(rule)) {
+    if (k === 'feature' && typeof v === 'string') out.push({ feature: v, path: `${path}.feature` });
+    else if (k === 'all' || k === 'any' || k === 'not') out.push(...featureReferences(v, `${path}.${k}`));
+  }
   return out;
 }
 

@@ -3,9 +3,9 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { ModelManager } from '../registry/model-manager.js';
 import type { ScoredEvent, Scorer } from '../inference/scorer.js';
 import type { ScoreCache } from '../cache/score-cache.js';
-import { AppError, notFound, unavailable, ValidationError } from '../lib/errors.js';
+import { AppError, notFound, unavailable, ValidationError, type FieldIssue } from '../lib/errors.js';
 import { BAND_IDS, DEFAULT_BANDS, bandOf, isPersonaSegment, personaSegmentId, type Bands, type RuleSegment } from './definitions.js';
-import { evaluateRule, referencedFeatures, type Rule } from './rules.js';
+import { evaluateRule, featureReferences, type Rule } from './rules.js';
 import type { MembershipRecord, MembershipStore } from './membership-store.js';
 
 export interface SegmentSummary {
@@ -239,11 +239,19 @@ export class SegmentService {
 
   /** Rules may only name features the active model has. */
   validateRule(rule: Rule): void {
+    if (!this.models.active) throw new AppError(503, 'unavailable', 'no active model to validate the rule against');
+    const issues = this.unknownFeatureIssues(rule);
+    if (issues.length) throw new ValidationError(issues);
+  }
+
+  /** The features a rule (as sent, valid or not) names that the active model lacks, each at its path; none without an active model. */
+  unknownFeatureIssues(rule: unknown): FieldIssue[] {
     const spec = this.models.active?.spec;
-    if (!spec) throw new AppError(503, 'unavailable', 'no active model to validate the rule against');
+    if (!spec) return [];
     const known = new Set(spec.features.map((f) => f.name));
-    const unknown = [...referencedFeatures(rule)].filter((f) => !known.has(f));
-    if (unknown.length) throw new ValidationError(unknown.map((f) => ({ path: 'rule', message: `unknown feature "${f}" (the active model has no such feature)` })));
+    return featureReferences(rule)
+      .filter((r) => !known.has(r.feature))
+      .map((r) => ({ path: r.path, message: `unknown feature "${r.feature}" (the active model has no such feature)` }));
   }
 
   private isReserved(id: string): boolean {
