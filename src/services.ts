@@ -120,6 +120,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
     redis,
     // A connected Redis whose reads keep timing out is as good as down for the cache.
     redisStatus: () => {
+      cache.l2?.probeIfSlow();
       const status = redisStatus(redis, cacheRedis);
       return status === 'up' && cache.l2?.slow ? 'down' : status;
     },

@@ -137,6 +137,35 @@ describe('score cache L2 (RedisScores)', () => {
       expect(store.available).toBe(true);
     }));
 
+  it('an answer that arrived in time is not a timeout because this process was busy when the timer fired', () =>
+    withStore(5, async (store) => {
+      for (let i = 0; i < 5; i++) {
+        const read = store.read('k1');
+        await turns(1); // the MGET is on the wire
+        const until = performance.now() + 40;
+        while (performance.now() < until); // the event loop is blocked well past the 5 ms timeout
+        expect(await read).toBe(0.5);
+      }
+      expect(store.timeouts).toBe(0);
+      expect(store.hits).toBe(5);
+    }));
+
+  it('a slow Redis that recovers is probed without any request reading L2 (readiness does not stay "down")', () =>
+    withStore(20, async (store) => {
+      redis.pause();
+      for (let i = 0; i < 3; i++) expect(await store.read('k0')).toBeUndefined();
+      expect(store.slow).toBe(true);
+      store.probeIfSlow(); // suspended: nothing is sent yet
+      const reads = store.reads;
+      redis.resume();
+      await new Promise((r) => setTimeout(r, 1100)); // the suspension (1 s) is over
+      expect(store.slow).toBe(true); // no read has cleared it
+      store.probeIfSlow();
+      await until(() => !store.slow, 'the probe answered in time', 5000);
+      expect(store.reads).toBe(reads + 1);
+      expect(store.available).toBe(true);
+    }));
+
   it('at most four write batches wait on a hung Redis; the rest are dropped, the waiting ones land later', () =>
     withStore(2000, async (store) => {
       redis.pause();

@@ -21,6 +21,8 @@ const MAX_WRITES_IN_FLIGHT = 4;
 const TIMEOUTS_TO_SUSPEND = 3;
 const SUSPEND_MS = 1000;
 const TIMED_OUT = Symbol('timed out');
+/** Read by probeIfSlow: no score key looks like this (keys are base64url digests). */
+const PROBE_KEY = '~probe';
 
 /** SET each KEYS[i] to ARGV[i + 1] with TTL ARGV[1]. */
 const SET_MANY = "local ttl = ARGV[1] for i, k in ipairs(KEYS) do redis.call('SET', k, ARGV[i + 1], 'EX', ttl) end return #KEYS";
@@ -70,6 +72,15 @@ export class RedisScores {
   /** Connected, but the last reads all timed out (until one is answered in time again). */
   get slow(): boolean {
     return this.consecutiveTimeouts >= TIMEOUTS_TO_SUSPEND;
+  }
+
+  /**
+   * While slow, sends one read of a key that never exists once the suspension is over, so
+   * `slow` clears when Redis answers in time even if no request reads L2 (with admission
+   * `repeat`, traffic of first sightings never does). Called by /readyz; returns at once.
+   */
+  probeIfSlow(): void {
+    if (this.slow && this.available && !this.readInFlight && !this.readScheduled) void this.read(PROBE_KEY);
   }
 
   /** Cumulative counters (for /metrics). */
@@ -167,9 +178,15 @@ export class RedisScores {
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
     const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+      // The timer fires in the event loop's timers phase, before pending socket reads are handled.
+      // After the loop was busy for longer than the timeout, an answer that arrived in time would
+      // lose to it: decide one turn later (setImmediate runs after the poll phase), so a read
+      // times out only when Redis really did not answer, not when this process was busy.
       timer = setTimeout(() => {
-        timedOut = true;
-        resolve(TIMED_OUT);
+        setImmediate(() => {
+          timedOut = true;
+          resolve(TIMED_OUT);
+        });
       }, this.opts.timeoutMs);
     });
     const read = this.redis.mget(keys.map((k) => PREFIX + k)).catch(() => {
