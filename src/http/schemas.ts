@@ -17,6 +17,12 @@ export const errorResponses = {
   503: ErrorBody,
 } as const;
 
+/** Added to routes that take a body: too large (BODY_LIMIT_BYTES), or not JSON. */
+export const bodyErrorResponses = {
+  413: ErrorBody,
+  415: ErrorBody,
+} as const;
+
 // Values are checked against the active model's feature spec (coerceFeatures), which knows each
 // feature's type and names the exact problem; the edge schema only requires an object. A custom
 // check passes the object through as it is: no per-key walk, no copy (batch bodies hold 10,000).

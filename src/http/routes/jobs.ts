@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { FastifyRequest } from 'fastify';
 import { Authenticator } from '../auth.js';
 import { notFound } from '../../lib/errors.js';
-import { ErrorBody, errorResponses } from '../schemas.js';
+import { bodyErrorResponses, ErrorBody, errorResponses } from '../schemas.js';
 import type { JobEvent } from '../../training/job-manager.js';
 import { isTerminal } from '../../lib/job-status.js';
 import { resolveDatasetPath, resolveUpload } from '../../dataset/resolve-path.js';
@@ -165,7 +165,7 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
           '"if-better" scores the candidate and the active model on the candidate\'s held-out test rows and activates only if ' +
           `candidate AUC ≥ active AUC + promoteMargin (default ${DEFAULT_PROMOTE_MARGIN}). One training at a time: 409 while another job is queued or running.`,
         body: RetrainRequest,
-        response: { 202: z.object({ jobId: z.string(), statusUrl: z.string() }), ...withJobErrors },
+        response: { 202: z.object({ jobId: z.string(), statusUrl: z.string() }), ...withJobErrors, ...bodyErrorResponses },
       },
     },
     async (request, reply) => {

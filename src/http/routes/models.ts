@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { ErrorBody, errorResponses } from '../schemas.js';
+import { bodyErrorResponses, ErrorBody, errorResponses } from '../schemas.js';
 import { notFound } from '../../lib/errors.js';
 import type { StoreState } from '../../registry/model-store.js';
 
@@ -138,13 +138,13 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post(
     '/v1/models/:version/activate',
-    { onRequest: admin, schema: { tags: ['models'], summary: 'Verify, load, warm up, then atomically swap in this version on every replica', params: VersionParam, body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } },
+    { onRequest: admin, schema: { tags: ['models'], summary: 'Verify, load, warm up, then atomically swap in this version on every replica', params: VersionParam, body: Actor.nullish(), response: { 200: StateBody, ...withConflict, ...bodyErrorResponses } } },
     async (request) => stateOf(await lifecycle.activate(request.params.version, { by: request.actor ?? 'unknown', reason: request.body?.reason })),
   );
 
   app.post(
     '/v1/models/rollback',
-    { onRequest: admin, schema: { tags: ['models'], summary: 'Re-activate the previously active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } },
+    { onRequest: admin, schema: { tags: ['models'], summary: 'Re-activate the previously active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict, ...bodyErrorResponses } } },
     async (request) => stateOf(await lifecycle.rollback({ by: request.actor ?? 'unknown', reason: request.body?.reason })),
   );
 
@@ -160,7 +160,7 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
           z.object({ percent: z.number().gt(0).max(100), reason: z.string().max(500).optional() }).strict(),
           z.object({ mode: z.literal('shadow'), reason: z.string().max(500).optional() }).strict(),
         ]),
-        response: { 200: StateBody, ...withConflict },
+        response: { 200: StateBody, ...withConflict, ...bodyErrorResponses },
       },
     },
     async (request) => {
@@ -170,11 +170,11 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
     },
   );
 
-  app.post('/v1/models/canary/promote', { onRequest: admin, schema: { tags: ['models'], summary: 'Make the canary the active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } }, async (request) =>
+  app.post('/v1/models/canary/promote', { onRequest: admin, schema: { tags: ['models'], summary: 'Make the canary the active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict, ...bodyErrorResponses } } }, async (request) =>
     stateOf(await lifecycle.promoteCanary({ by: request.actor ?? 'unknown', reason: request.body?.reason })),
   );
 
-  app.post('/v1/models/canary/abort', { onRequest: admin, schema: { tags: ['models'], summary: 'Stop the canary; all traffic to the active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict } } }, async (request) =>
+  app.post('/v1/models/canary/abort', { onRequest: admin, schema: { tags: ['models'], summary: 'Stop the canary; all traffic to the active version', body: Actor.nullish(), response: { 200: StateBody, ...withConflict, ...bodyErrorResponses } } }, async (request) =>
     stateOf(await lifecycle.abortCanary({ by: request.actor ?? 'unknown', reason: request.body?.reason })),
   );
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { errorResponses, Prediction, PredictRequest } from '../schemas.js';
+import { bodyErrorResponses, errorResponses, Prediction, PredictRequest } from '../schemas.js';
 import { schemaIssues, zodIssues } from '../error-handler.js';
 import { ValidationError, type FieldIssue } from '../../lib/errors.js';
 import type { PredictInstance } from '../../inference/scorer.js';
@@ -60,7 +60,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
         description: 'With ?explain=true the answer adds per-feature contributions (integrated gradients against the training-mean input).',
         querystring: ExplainQuery,
         body: PredictRequest,
-        response: { 200: Prediction, ...errorResponses },
+        response: { 200: Prediction, ...errorResponses, ...bodyErrorResponses },
       },
     },
     // Not async: the scorer's promise is returned as is, without wrapping it in another one.
@@ -89,7 +89,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
         tags: ['predict'],
         summary: `Purchase probabilities for up to ${config.BATCH_MAX_INSTANCES} sessions, in request order`,
         body: BatchRequest,
-        response: { 200: z.object({ modelVersion: z.string(), predictions: z.array(Prediction) }), ...errorResponses },
+        response: { 200: z.object({ modelVersion: z.string(), predictions: z.array(Prediction) }), ...errorResponses, ...bodyErrorResponses },
       },
     },
     async (request) => {

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyRequest, preValidationHookHandler } from 'fastify';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { ErrorBody, errorResponses, queryLimit, queryScore } from '../schemas.js';
+import { bodyErrorResponses, ErrorBody, errorResponses, queryLimit, queryScore } from '../schemas.js';
 import { BandsSchema, RuleSegmentInput } from '../../segments/definitions.js';
 import { RuleSchema, ruleSizeIssue } from '../../segments/rules.js';
 import { computeProfile } from '../../segments/profile.js';
@@ -61,7 +61,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.put(
     '/v1/segments/bands',
-    { onRequest: admin, schema: { tags: ['segments'], summary: 'Change score-band thresholds (applies to predictions from now on)', body: BandsSchema, response: { 200: BandsSchema, ...errorResponses } } },
+    { onRequest: admin, schema: { tags: ['segments'], summary: 'Change score-band thresholds (applies to predictions from now on)', body: BandsSchema, response: { 200: BandsSchema, ...errorResponses, ...bodyErrorResponses } } },
     async (request) => {
       await segments.setBands(request.body);
       return segments.currentBands;
@@ -70,7 +70,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post(
     '/v1/segments',
-    { onRequest: read, preValidation: boundedRule, attachValidation: true, schema: { tags: ['segments'], summary: 'Create a rule segment', body: RuleSegmentInput, response: { 201: RuleSegmentBody, ...withNotFound } } },
+    { onRequest: read, preValidation: boundedRule, attachValidation: true, schema: { tags: ['segments'], summary: 'Create a rule segment', body: RuleSegmentInput, response: { 201: RuleSegmentBody, ...withNotFound, ...bodyErrorResponses } } },
     async (request, reply) => {
       refuseWithEveryIssue(request);
       return reply.code(201).send(await segments.createRule(request.body));
@@ -92,7 +92,7 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
         summary: 'Replace a rule segment (members are re-evaluated as users are scored)',
         params: SegmentId,
         body: z.object({ name: z.string().min(1).max(200), description: z.string().max(2000).optional(), rule: RuleSchema }).strict(),
-        response: { 200: RuleSegmentBody, ...withNotFound },
+        response: { 200: RuleSegmentBody, ...withNotFound, ...bodyErrorResponses },
       },
     },
     async (request) => {
