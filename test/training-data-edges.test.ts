@@ -221,10 +221,18 @@ describe('the cleaning report says what the label held and what looks wrong', ()
     const prepared = prepareDataset(parseCsvText(table((i) => ['>50K', '<=50K', '<=50K', '>50K.', ''][i % 5])), { label: 'y', positive: '>50K' });
     expect(Object.entries(prepared.report.labelValues)).toEqual([['<=50K', 48], ['>50K', 24], ['>50K.', 24], ['', 24]]); // most frequent first
     expect(prepared.report.warnings).toEqual([
-      'label "y" has 3 values (<=50K ×48, >50K ×24, >50K. ×24, (blank) ×24): ">50K" is the positive class and every other value counts as negative',
+      'label "y" has more than two values: positive >50K ×24; negative <=50K ×48, >50K. ×24. Every value but the positive one counts as negative',
       'column "id" has a different value in almost every row (an id?): as a category it cannot generalize; leave it out with --exclude ("exclude" in a retrain request)',
       'column "income" looks numeric, but its numbers contain commas (e.g. "1,100"), so it is read as categorical: write numbers without thousands separators and with a decimal point',
     ]);
+    // Spellings of the same two classes are no reason to warn; a marker read as no label is.
+    for (const [values, positive] of [[['yes', 'no', 'Yes', 'NO'], 'yes'], [['1', '0', '1.0', '0.0'], '1'], [['TRUE', 'False', 'false'], 'TRUE']] as const) {
+      const p = prepareDataset(parseCsvText(table((i) => values[i % values.length])), { label: 'y', positive, exclude: ['id', 'income'] });
+      expect(p.report.warnings, values.join('/')).toBeUndefined();
+    }
+    const withNa = prepareDataset(parseCsvText(table((i) => ['EU', 'NA', 'ASIA'][i % 3])), { label: 'y', positive: 'EU', exclude: ['id', 'income'] });
+    expect(withNa.report.warnings).toEqual(['label "y": rows whose label is a missing-value marker (NA ×40) are left out as unlabeled']);
+    expect(withNa.report.unlabeledDropped).toBe(40);
     // A clean two-class label, ids excluded, plain numbers: nothing to warn about.
     const clean = prepareDataset(parseCsvText(table((i) => (i % 2 ? 'TRUE' : 'FALSE')).replace(/"(\d),(\d{3})"/g, '$1$2')), { label: 'y', positive: 'TRUE', exclude: ['id'] });
     expect(clean.columnTypes.find((c) => c.name === 'income')?.type).toBe('numeric');

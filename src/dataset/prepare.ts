@@ -3,6 +3,7 @@ import type { CsvTable } from './read-csv.js';
 import type { FeatureDef } from '../preprocessing/feature-spec.js';
 import { parseCell } from '../preprocessing/coerce.js';
 import { isMissingMarker } from '../lib/missing-cell.js';
+import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 
 export interface PrepareOptions {
   label: string;
@@ -96,13 +97,7 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
   if (positives === 0 || positives === labels.length) {
     throw new Error(`label "${opts.label}" has a single class with positive "${opts.positive}" (values: ${describeCounts(labelValues)}); need both classes`);
   }
-  const warnings: string[] = [];
-  const classValues = Object.keys(labelValues).filter((v) => isPositive(v) !== null);
-  if (classValues.length > 2) {
-    warnings.push(
-      `label "${opts.label}" has ${classValues.length} values (${describeCounts(labelValues)}): "${opts.positive}" is the positive class and every other value counts as negative`,
-    );
-  }
+  const warnings = labelWarnings(opts.label, labelValues, isPositive);
 
   const featureColumns = usedColumns(table.columns, opts).filter((c) => c !== opts.label);
   const forced = new Set(opts.categorical ?? []);
@@ -159,6 +154,28 @@ function countLabelValues(rows: Record<string, string>[], label: string): Record
     counts.set(v, (counts.get(v) ?? 0) + 1);
   }
   return Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]).slice(0, LABEL_VALUES_SHOWN));
+}
+
+/**
+ * Label values that suggest the file is not the binary label it was taken for: negatives spelled
+ * more than one way once case and number formatting are ignored (`<=50K` and `>50K.`: only the
+ * positive value and its spellings are positive), and missing-value markers, whose rows are left
+ * out as unlabeled although they may be a class here.
+ */
+function labelWarnings(label: string, counts: Record<string, number>, isPositive: (cell: string) => boolean | null): string[] {
+  const values = Object.entries(counts);
+  const pick = (read: boolean | null) => values.filter(([v]) => v !== '' && isPositive(v) === read);
+  const [positive, negative, unlabeled] = [pick(true), pick(false), pick(null)];
+  const spelling = (v: string) => (NUMERIC_TEXT.test(v) ? String(Number(v)) : v.toLowerCase());
+  const out: string[] = [];
+  if (new Set(negative.map(([v]) => spelling(v))).size > 1) {
+    const list = (xs: [string, number][]) => describeCounts(Object.fromEntries(xs));
+    out.push(`label "${label}" has more than two values: positive ${list(positive)}; negative ${list(negative)}. Every value but the positive one counts as negative`);
+  }
+  if (unlabeled.length) {
+    out.push(`label "${label}": rows whose label is a missing-value marker (${describeCounts(Object.fromEntries(unlabeled))}) are left out as unlabeled`);
+  }
+  return out;
 }
 
 /** `yes ×300, no ×2000, "" ×4`: the values as a reader can check them against the file. */

@@ -97,7 +97,7 @@ const Job = z
         rowsKept: z.number(),
         positives: z.number(),
         labelValues: z.record(z.string(), z.number()).optional().describe('Rows per label value as written (blank is ""), the 20 most frequent'),
-        warnings: z.array(z.string()).optional().describe('Likely mistakes in the data: a label with more than two values, numbers written with commas, id-like columns'),
+        warnings: z.array(z.string()).optional().describe('Likely mistakes in the data: a label with more than two values, label cells that are missing-value markers, numbers written with commas, id-like columns'),
         columnsLeftOut: z.record(z.string(), z.string()).optional().describe('Columns with no value to learn from, and why they were left out'),
       })
       .nullable(),
