@@ -54,6 +54,7 @@ describe('audience scoring and re-scoring jobs', () => {
     lines.push(['aud-bad', ...columns.map((c) => (c === 'PageValues' ? 'lots' : String(rows[0][c])))].join(',')); // unparsable number
     lines.push([',', ...columns.slice(1).map(() => '0')].join(',')); // no userId
     lines.push(['u'.repeat(257), ...columns.map((c) => String(rows[0][c]))].join(',')); // could never be looked up or erased by URL
+    lines.push(','.repeat(columns.length), ','.repeat(columns.length)); // a spreadsheet's blank rows: skipped, not invalid
     const { payload, headers } = multipartCsv(lines.join('\n') + '\n');
     const res = await app.inject({ method: 'POST', url: '/v1/segments/score', payload, headers: { ...headers, authorization: SEG } });
     expect(res.statusCode, res.body).toBe(202);

@@ -61,7 +61,7 @@ describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
     const logged = lines.slice(before);
     expect(logged.length).toBeGreaterThan(0);
     expect(JSON.stringify(logged)).not.toContain('alice@example.com');
-    expect(logged.every((l) => l.reqId === undefined || /^req-[0-9a-z]+$/.test(l.reqId))).toBe(true);
+    expect(logged.every((l) => l.reqId === undefined || /^req-[0-9a-f]{6}-[0-9a-z]+$/.test(l.reqId))).toBe(true);
     expect((await predict({ features }, { 'x-request-id': 'x'.repeat(129) })).statusCode).toBe(200);
     expect(requestLine('x'.repeat(129))).toBeUndefined();
   });
@@ -78,6 +78,13 @@ describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
     expect(body.details[0].message).toMatch(/well-formed Unicode/);
     // A surrogate pair (an emoji) is fine.
     expect((await predict({ userId: 'shopper-😀', features })).statusCode).toBe(200);
+    const batch = await app.inject({
+      method: 'POST',
+      url: '/v1/predict/batch',
+      headers: { ...PRED, 'content-type': 'application/json' },
+      payload: `{"instances":[{"userId":"fine","features":${JSON.stringify(features)}},{"userId":"\\udc00","features":${JSON.stringify(features)}}]}`,
+    });
+    expect(pathsOf(expectError(batch, 400, 'validation_error'))).toEqual(['instances[1].userId']);
   });
 
   it('a text/plain body is a 415 like any type other than JSON', async () => {

@@ -24,9 +24,9 @@ describe('model store housekeeping', () => {
 
   it('version ids from the same data in the same second still differ (two trainings of one file)', () => {
     const ids = [newVersionId('ef7c9a0123'), newVersionId('ef7c9a0123')];
-    for (const id of ids) expect(id).toMatch(/^\d{8}T\d{6}Z-ef7c9a-[0-9a-f]{4}$/);
+    for (const id of ids) expect(id).toMatch(/^\d{8}T\d{6}Z-ef7c9a-[0-9a-f]{6}$/);
     expect(ids[0]).not.toBe(ids[1]);
-    expect(newVersionId()).toMatch(/^\d{8}T\d{6}Z-[0-9a-f]{4}$/);
+    expect(newVersionId()).toMatch(/^\d{8}T\d{6}Z-[0-9a-f]{6}$/);
   });
 
   it('writes state.json whole, leaving no temp file behind', () => {

@@ -342,6 +342,12 @@ describe('other routes', () => {
     expectError(put, 405, 'method_not_allowed');
     expect(put.headers.allow).toBe('DELETE, GET, HEAD');
     expectError(await app.inject({ method: 'PUT', url: '/v1/users/someone/else' }), 404, 'not_found');
+    // Matched as the router matches: percent-encoding decoded, a prefix root with its trailing slash.
+    const encoded = await app.inject({ method: 'GET', url: '/v1/predic%74' });
+    expectError(encoded, 405, 'method_not_allowed');
+    const docsRoot = await app.inject({ method: 'POST', url: '/docs/' });
+    expectError(docsRoot, 405, 'method_not_allowed');
+    expect(docsRoot.headers.allow).toBe('GET, HEAD');
   });
 
   it('/healthz and /readyz', async () => {

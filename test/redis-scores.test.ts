@@ -139,19 +139,20 @@ describe('score cache L2 (RedisScores)', () => {
 
   it('an answer that arrived in time is not a timeout because this process was busy when the timer fired', () =>
     withStore(5, async (store) => {
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < 3; i++) {
         const read = store.read('k1');
         await turns(1); // the MGET is on the wire
-        const until = performance.now() + 40;
-        while (performance.now() < until); // the event loop is blocked well past the 5 ms timeout
+        // The event loop is blocked far past the 5 ms timeout; Redis has long answered meanwhile.
+        const until = performance.now() + 250;
+        while (performance.now() < until);
         expect(await read).toBe(0.5);
       }
       expect(store.timeouts).toBe(0);
-      expect(store.hits).toBe(5);
+      expect(store.hits).toBe(3);
     }));
 
   it('a slow Redis that recovers is probed without any request reading L2 (readiness does not stay "down")', () =>
-    withStore(20, async (store) => {
+    withStore(50, async (store) => {
       redis.pause();
       for (let i = 0; i < 3; i++) expect(await store.read('k0')).toBeUndefined();
       expect(store.slow).toBe(true);
@@ -160,9 +161,16 @@ describe('score cache L2 (RedisScores)', () => {
       redis.resume();
       await new Promise((r) => setTimeout(r, 1100)); // the suspension (1 s) is over
       expect(store.slow).toBe(true); // no read has cleared it
-      store.probeIfSlow();
-      await until(() => !store.slow, 'the probe answered in time', 5000);
-      expect(store.reads).toBe(reads + 1);
+      // A probe that times out on a busy machine suspends reads again; the next one after that goes out.
+      await until(
+        () => {
+          store.probeIfSlow();
+          return !store.slow;
+        },
+        'a probe answered in time',
+        10_000,
+      );
+      expect(store.reads).toBeGreaterThan(reads);
       expect(store.available).toBe(true);
     }));
 

@@ -161,6 +161,8 @@ describe('export (embedded store)', () => {
       const csv = await app.inject({ method: 'GET', url: `/v1/segments/${seg}/export?format=csv`, headers: bearer(KEY.segments) });
       expect(csv.statusCode).toBe(200);
       expect(csv.headers['cache-control']).toBe('no-store');
+      const members = await app.inject({ method: 'GET', url: `/v1/segments/${seg}/members?limit=1`, headers: bearer(KEY.segments) });
+      expect(members.headers['cache-control']).toBe('no-store');
       expect(parseCsvExport(csv.body)).toEqual(listed);
       const nd = await app.inject({ method: 'GET', url: `/v1/segments/${seg}/export?format=ndjson`, headers: bearer(KEY.segments) });
       expect(parseNdjsonExport(nd.body)).toEqual(listed);

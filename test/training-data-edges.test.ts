@@ -36,6 +36,8 @@ describe('CSV reading', () => {
 
   it('reads tab-separated files too, and skips records whose every field is blank (a spreadsheet\'s ",,,," rows)', () => {
     expect(detectDelimiter('a\tb,c\ty\n')).toBe('\t');
+    expect(detectDelimiter('name, first\tname, last\ty\n')).toBe('\t'); // as many commas as tabs
+    expect(detectDelimiter('a;b,c\n')).toBe(','); // comma before semicolon on a tie, as before
     const tsv = parseCsvText('a\tb c\ty\n1\t\tTRUE\n 2 \t x y \tFALSE\n\t\t\n"q\tr"\t3\tTRUE\n');
     expect(tsv.columns).toEqual(['a', 'b c', 'y']);
     expect(tsv.rows).toEqual([

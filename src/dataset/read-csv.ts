@@ -13,7 +13,8 @@ export interface CsvTable {
  * counting only outside double quotes: `"Name, first";"Name, last"` is semicolon-separated.
  */
 export function detectDelimiter(text: string): string {
-  const counts = { ',': 0, ';': 0, '\t': 0 };
+  // In tie order: a tab is rarely part of a column name, a comma often is.
+  const counts = { '\t': 0, ',': 0, ';': 0 };
   let quoted = false;
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
@@ -21,7 +22,6 @@ export function detectDelimiter(text: string): string {
     else if (!quoted && (c === '\n' || c === '\r')) break;
     else if (!quoted && c in counts) counts[c as keyof typeof counts]++;
   }
-  // Ties go to the comma, then the semicolon.
   return (Object.keys(counts) as (keyof typeof counts)[]).reduce((best, d) => (counts[d] > counts[best] ? d : best));
 }
 

@@ -193,7 +193,11 @@ export function installErrorHandling(app: FastifyInstance): void {
     return reply.code(500).send({ error: 'internal_error', message: 'internal error', details: [] });
   });
   const routes = new RouteMethods();
-  app.addHook('onRoute', (route) => routes.add(route.method, route.url));
+  app.addHook('onRoute', (route) => {
+    routes.add(route.method, route.url);
+    // The router also answers a plugin prefix's root with a trailing slash (`/docs/`), without an onRoute of its own.
+    if (route.prefix && route.url === route.prefix) routes.add(route.method, `${route.url}/`);
+  });
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0];
     const allowed = routes.methodsFor(path);
@@ -226,9 +230,16 @@ class RouteMethods {
     for (const m of Array.isArray(method) ? method : [method]) entry.methods.add(m);
   }
 
+  /** `path` as the client sent it: percent-encoding is decoded (except of `/`) as the router does. */
   methodsFor(path: string): string[] {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(path.replace(/%2f/gi, '%252F'));
+    } catch {
+      return [];
+    }
     const methods = new Set<string>();
-    for (const r of this.routes) if (r.pattern.test(path)) for (const m of r.methods) methods.add(m);
+    for (const r of this.routes) if (r.pattern.test(decoded)) for (const m of r.methods) methods.add(m);
     return [...methods].sort();
   }
 }

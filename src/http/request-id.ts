@@ -1,8 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 
 /** What a caller's X-Request-Id may look like: a trace or uuid-like token, nothing a log could be abused with. */
 const CALLER_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
 let counter = 0;
+/** Per process, so ids made by different replicas or after a restart do not repeat. */
+const BOOT = randomBytes(3).toString('hex');
 
 /**
  * The request id in every log line of a request. A caller's X-Request-Id is kept, so logs join up
@@ -13,5 +16,5 @@ export function requestId(req: IncomingMessage): string {
   const given = req.headers['x-request-id'];
   if (typeof given === 'string' && CALLER_ID.test(given)) return given;
   counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
-  return `req-${counter.toString(36)}`;
+  return `req-${BOOT}-${counter.toString(36)}`;
 }

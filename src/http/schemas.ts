@@ -1,3 +1,4 @@
+import type { FieldIssue } from '../lib/errors.js';
 import { z } from 'zod';
 import { MAX_USER_ID_LENGTH, isWellFormedId } from '../lib/user-id.js';
 
@@ -33,8 +34,18 @@ const Features = z
   .meta({ type: 'object', additionalProperties: { nullable: true, oneOf: [{ type: 'number' }, { type: 'string' }, { type: 'boolean' }] } })
   .describe('Feature name → number | string | boolean | null; see GET /v1/schema');
 
-/** A userId or sessionId: one every /v1/users route can name (see isWellFormedId). */
-export const IdString = z.string().min(1).max(MAX_USER_ID_LENGTH).refine(isWellFormedId, 'must be well-formed Unicode text (it has an unpaired surrogate)');
+/** A userId or sessionId. Whether it is well-formed Unicode is checked by the predict routes (idIssues): a zod refinement costs far more per request than the check. */
+const IdString = z.string().min(1).max(MAX_USER_ID_LENGTH);
+
+/** The userId/sessionId of a predict instance that no URL could name (see isWellFormedId), at `prefix` + field. */
+export function idIssues(instance: { userId?: unknown; sessionId?: unknown } | null | undefined, prefix = ''): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  for (const field of ['userId', 'sessionId'] as const) {
+    const id = instance?.[field];
+    if (typeof id === 'string' && !isWellFormedId(id)) issues.push({ path: `${prefix}${field}`, message: 'must be well-formed Unicode text (it has an unpaired surrogate)' });
+  }
+  return issues;
+}
 
 export const PredictRequest = z
   .object({

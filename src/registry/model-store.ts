@@ -195,6 +195,6 @@ export class ModelStore {
  */
 export function newVersionId(fingerprint = ''): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  const random = randomBytes(2).toString('hex');
+  const random = randomBytes(3).toString('hex');
   return fingerprint ? `${stamp}-${fingerprint.slice(0, 6)}-${random}` : `${stamp}-${random}`;
 }

@@ -118,7 +118,7 @@ export class ScoringJobs extends EventEmitter {
     return this.start('score-audience', async (job, emitChunk) => {
       const spec = this.models.active!.spec;
       const delimiter = detectDelimiter(readHead(path, 64 * 1024));
-      const parser = createReadStream(path).pipe(parse({ columns: true, delimiter, bom: true, trim: true, skip_empty_lines: true, relax_column_count: true }));
+      const parser = createReadStream(path).pipe(parse({ columns: true, delimiter, bom: true, trim: true, skip_empty_lines: true, skip_records_with_empty_values: true, relax_column_count: true }));
       let rows: JobRow[] = [];
       let n = 0;
       try {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 
 export type ThreadPriority = 'idle' | 'nice' | 'normal';
@@ -18,7 +18,7 @@ export function lowerThreadPriority(): ThreadPriority {
   if (tid !== undefined) {
     try {
       execFileSync('chrt', ['--idle', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 2000 });
-      if (schedulingPolicy(tid) === 'SCHED_IDLE') return 'idle';
+      if (schedulingPolicy(tid) === SCHED_IDLE) return 'idle';
     } catch {
       /* no chrt, or refused: fall back to nice */
     }
@@ -42,11 +42,14 @@ function ownThreadId(): number | undefined {
   }
 }
 
-/** The policy `chrt -p` reports for a thread, e.g. SCHED_IDLE or SCHED_OTHER. */
-export function schedulingPolicy(tid: number): string | undefined {
+const SCHED_IDLE = 5;
+
+/** A thread's scheduling policy number (SCHED_OTHER 0 … SCHED_IDLE 5): field 41 of /proc/self/task/<tid>/stat. */
+export function schedulingPolicy(tid: number): number | undefined {
   try {
-    const out = execFileSync('chrt', ['--pid', String(tid)], { encoding: 'utf8', timeout: 2000 });
-    return /policy:\s*(SCHED_\w+)/.exec(out)?.[1];
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    const policy = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]);
+    return Number.isInteger(policy) ? policy : undefined;
   } catch {
     return undefined;
   }

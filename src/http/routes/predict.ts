@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { bodyErrorResponses, errorResponses, Prediction, PredictRequest } from '../schemas.js';
+import { bodyErrorResponses, errorResponses, idIssues, Prediction, PredictRequest } from '../schemas.js';
 import { schemaIssues, zodIssues } from '../error-handler.js';
 import { ValidationError, type FieldIssue } from '../../lib/errors.js';
 import type { PredictInstance } from '../../inference/scorer.js';
@@ -68,6 +68,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
       const issues = requestIssues(request, underFeatures, ExplainQuery);
       const body = request.body as Partial<z.infer<typeof PredictRequest>> | undefined;
       if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ValidationError(issues);
+      if (body.userId !== undefined || body.sessionId !== undefined) issues.push(...idIssues(body));
       const explain = (request.query as { explain?: string } | undefined)?.explain === 'true';
       // A userId of the wrong type is already an issue; it must not reach the canary router either.
       return scorer.predictOne({ userId: stringOrUndefined(body.userId), sessionId: stringOrUndefined(body.sessionId), features: body.features }, issues, { explain });
@@ -95,7 +96,10 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
     async (request) => {
       const issues = requestIssues(request, underInstanceFeatures);
       const body = request.body as { instances?: unknown } | undefined;
-      const instances = Array.isArray(body?.instances) ? (body.instances as { features?: unknown; userId?: string }[]) : [];
+      const instances = Array.isArray(body?.instances) ? (body.instances as { features?: unknown; userId?: string; sessionId?: string }[]) : [];
+      instances.forEach((instance, i) => {
+        if (instance?.userId !== undefined || instance?.sessionId !== undefined) issues.push(...idIssues(instance, `instances[${i}].`));
+      });
       if (issues.some((i) => i.path === 'instances' || i.path === 'body')) {
         // The envelope itself is wrong: nothing per-instance to add.
         return scorer.predictMany([], issues);

@@ -122,12 +122,13 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
         response: { 200: z.object({ segment: z.string(), members: z.array(z.object({ userId: z.string(), score: z.number() })), nextCursor: z.string().nullable() }), ...withNotFound },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { id } = request.params;
       await segments.get(id); // 404 for unknown segments
       const { limit, cursor, minScore } = request.query;
       if (cursor && !decodeCursor(cursor)) throw new ValidationError([{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
       const page = await segments.store.page(id, { limit: limit ?? 100, cursor, minScore });
+      void reply.header('cache-control', 'no-store'); // userIds and scores: no shared cache may keep them
       return { segment: id, ...page };
     },
   );
