@@ -87,6 +87,17 @@ describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
     expect(pathsOf(expectError(batch, 400, 'validation_error'))).toEqual(['instances[1].userId']);
   });
 
+  it('a compressed body is a 415 naming the encoding, not a JSON syntax error', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/predict',
+      headers: { ...PRED, 'content-type': 'application/json', 'content-encoding': 'gzip' },
+      payload: gzipSync(JSON.stringify({ features })),
+    });
+    expect(expectError(res, 415, 'unsupported_media_type').message).toBe('Content-Encoding "gzip" is not supported: send the body uncompressed');
+  });
+
   it('a text/plain body is a 415 like any type other than JSON', async () => {
     const res = await app.inject({ method: 'POST', url: '/v1/predict', headers: { ...PRED, 'content-type': 'text/plain' }, payload: JSON.stringify({ features }) });
     expectError(res, 415, 'unsupported_media_type');

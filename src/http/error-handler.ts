@@ -180,6 +180,13 @@ export function installErrorHandling(app: FastifyInstance): void {
       const message = `${tooMany} for this route (dataset and audience uploads take one file part and no other fields)`;
       return reply.code(400).send({ error: 'bad_request', message, details: [{ path: 'body', message }] });
     }
+    // A compressed body reaches the JSON parser as it is (request bodies are not decompressed):
+    // say that, rather than that the JSON is malformed.
+    const encoding = request.headers['content-encoding'];
+    if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY' && encoding && encoding !== 'identity') {
+      const message = `Content-Encoding "${String(encoding).slice(0, 40)}" is not supported: send the body uncompressed`;
+      return reply.code(415).send({ error: 'unsupported_media_type', message, details: [{ path: 'body', message }] });
+    }
     const status = error.statusCode ?? 500;
     if (status < 500) {
       const code = STATUS_CODES[status] ?? 'bad_request';
