@@ -9,6 +9,7 @@ import { shopperFeatureRows } from './helpers/shoppers.js';
 import { BUNDLED_VERSION } from './helpers/second-version.js';
 import { createRng } from '../src/lib/random.js';
 import type { JobView } from '../src/training/job-manager.js';
+import { schedulingPolicy } from '../src/training/thread-priority.js';
 
 const ADMIN = { authorization: 'Bearer admin-key-123' };
 const PREDICT = { authorization: 'Bearer pred-key-123' };
@@ -61,15 +62,8 @@ async function multipartFile(field: string, filename: string, content: string | 
 const SCHED_OTHER = 0;
 const SCHED_IDLE = 5;
 const ownThreadId = () => Number(readlinkSync('/proc/thread-self').split('/').pop());
-/** Scheduling policy of every thread of this process, by thread id (`policy` is field 41 of /proc/<pid>/task/<tid>/stat). */
-function threadPolicies(): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const tid of readdirSync('/proc/self/task')) {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    out.set(Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]));
-  }
-  return out;
-}
+/** Scheduling policy of every thread of this process, by thread id. */
+const threadPolicies = () => new Map(readdirSync('/proc/self/task').map((tid) => [Number(tid), schedulingPolicy(Number(tid))]));
 
 interface SseEvent {
   event: string;

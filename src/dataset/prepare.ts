@@ -179,7 +179,7 @@ function labelWarnings(label: string, counts: Record<string, number>, isPositive
 }
 
 /** `yes ×300, no ×2000, "" ×4`: the values as a reader can check them against the file. */
-function describeCounts(counts: Record<string, number>): string {
+export function describeCounts(counts: Record<string, number>): string {
   return Object.entries(counts)
     .map(([v, n]) => `${v === '' ? '(blank)' : v} ×${n}`)
     .join(', ');

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { basename, resolve } from 'node:path';
 import { initBackend, type BackendPreference } from '../inference/backend.js';
 import { readCsvFile } from '../dataset/read-csv.js';
+import { describeCounts } from '../dataset/prepare.js';
 import { ModelStore } from '../registry/model-store.js';
 import { trainFromTable } from './train.js';
 import { saveTrainedVersion } from './save-version.js';
@@ -67,7 +68,7 @@ async function main() {
   log(
     `cleaning: read ${c.rowsRead}, dropped ${c.duplicatesDropped} duplicate and ${c.unlabeledDropped} unlabeled rows; ` +
       `blank cells imputed: ${Object.entries(c.blankCells).map(([k, n]) => `${k}=${n}`).join(', ') || 'none'}; ` +
-      `label values: ${Object.entries(c.labelValues).map(([v, n]) => `${v === '' ? '(blank)' : v}=${n}`).join(', ')}`,
+      `label values: ${describeCounts(c.labelValues)}`,
   );
   const store = new ModelStore(resolve(values.out!));
   // --replace rebuilds a version in place (used to regenerate the bundled default model).
