@@ -5,7 +5,8 @@ import { jsonSchemaTransform, jsonSchemaTransformObject, serializerCompiler, val
 import type { Config } from './config/env.js';
 import { initBackend } from './inference/backend.js';
 import { createServices, type Services } from './services.js';
-import { clientErrors, frameworkErrors, installErrorHandling } from './http/error-handler.js';
+import { frameworkErrors, installErrorHandling } from './http/error-handler.js';
+import { clientErrors } from './http/client-errors.js';
 import { requestId } from './http/request-id.js';
 import { OneLineRequestLog } from './http/request-logging.js';
 import { healthRoutes } from './http/routes/health.js';

@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { AppError, type FieldIssue } from '../lib/errors.js';
+import { RouteMethods } from './route-methods.js';
 
 /**
  * Schema-validation failures (from zod via Fastify) as the service's `details` list. `skip` drops
@@ -91,27 +92,6 @@ const ROUTER_ERRORS: Record<string, { error: string; message: string }> = {
   FST_ERR_BAD_URL: { error: 'bad_request', message: 'malformed URL (bad percent-encoding)' },
   FST_ERR_MAX_PARAM_LENGTH: { error: 'uri_too_long', message: 'a path parameter is too long (at most 4,096 bytes)' },
 };
-
-/**
- * Requests Node's HTTP parser refuses before Fastify sees them (a malformed header line, a bad
- * Content-Length, headers over the size limit, a timeout) answered with the service's error body
- * instead of Fastify's default one. Mirrors Fastify's default handler otherwise: nothing is written
- * to a reset or unwritable socket, and the connection is closed.
- */
-export function clientErrors(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
-  if (err.code === 'ECONNRESET' || socket.destroyed) return;
-  const [status, reason, error, message] =
-    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? [408, 'Request Timeout', 'request_timeout', 'the request was not received in time']
-      : err.code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'Request Header Fields Too Large', 'request_header_fields_too_large', 'request headers are too large']
-        : [400, 'Bad Request', 'bad_request', 'malformed HTTP request'];
-  const body = JSON.stringify({ error, message, details: [] });
-  if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
-  }
-  socket.destroy(err);
-}
 
 /** Router-level errors (malformed URL, over-long path parameter) in the service's error body. */
 export const frameworkErrors = (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
@@ -214,39 +194,4 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${path}`, details: [] });
   });
-}
-
-/**
- * Which methods each route path answers, so a request with the wrong method gets 405 and an Allow
- * header rather than a 404 (consulted only once the router found nothing).
- */
-class RouteMethods {
-  private readonly routes: { pattern: RegExp; methods: Set<string> }[] = [];
-
-  add(method: string | string[], url: string): void {
-    const pattern = new RegExp(
-      '^' +
-        url
-          .split('/')
-          .map((seg) => (seg.startsWith(':') ? '[^/]+' : seg === '*' ? '.*' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
-          .join('/') +
-        '$',
-    );
-    let entry = this.routes.find((r) => r.pattern.source === pattern.source);
-    if (!entry) this.routes.push((entry = { pattern, methods: new Set() }));
-    for (const m of Array.isArray(method) ? method : [method]) entry.methods.add(m);
-  }
-
-  /** `path` as the client sent it: percent-encoding is decoded (except of `/`) as the router does. */
-  methodsFor(path: string): string[] {
-    let decoded: string;
-    try {
-      decoded = decodeURIComponent(path.replace(/%2f/gi, '%252F'));
-    } catch {
-      return [];
-    }
-    const methods = new Set<string>();
-    for (const r of this.routes) if (r.pattern.test(decoded)) for (const m of r.methods) methods.add(m);
-    return [...methods].sort();
-  }
 }
