@@ -22,7 +22,7 @@ export interface CleaningReport {
   positives: number;
   /** Rows per label value as written (trimmed; blank is ""), over the de-duplicated rows: the most frequent LABEL_VALUES_SHOWN. */
   labelValues: Record<string, number>;
-  /** Things in the data that are likely mistakes (see dataWarnings); present only when there are some. */
+  /** Things in the data that are likely mistakes (see labelWarnings, categoricalWarnings); present only when there are some. */
   warnings?: string[];
   /**
    * Columns left out of the features because they have no value to learn from, with the reason:
@@ -145,7 +145,7 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
 }
 
 /** How many label values the cleaning report lists (the most frequent ones). */
-export const LABEL_VALUES_SHOWN = 20;
+const LABEL_VALUES_SHOWN = 20;
 
 function countLabelValues(rows: Record<string, string>[], label: string): Record<string, number> {
   const counts = new Map<string, number>();

@@ -4,13 +4,11 @@
  */
 export const MAX_USER_ID_LENGTH = 256;
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
 /**
  * Whether an id is well-formed Unicode. JSON can carry an unpaired surrogate ("\ud800") that no
  * URL can: percent-encoded it is malformed UTF-8, so a user stored under such an id could never be
  * looked up or erased through /v1/users/:userId.
  */
 export function isWellFormedId(id: string): boolean {
-  return !LONE_SURROGATE.test(id);
+  return id.isWellFormed();
 }
