@@ -91,41 +91,6 @@ describe('score cache L2 (RedisScores)', () => {
       expect(store.errors).toBe(0);
     }));
 
-  it('writes that have piled up leave with the next read: one socket write carries both', () =>
-    withStore(2000, async (store) => {
-      const conn = (store as unknown as { redis: Redis }).redis;
-      const socket = conn.stream;
-      const sent: string[] = [];
-      const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
-      socket.write = ((chunk: unknown, ...rest: unknown[]) => {
-        sent.push(String(chunk));
-        return write(chunk, ...rest);
-      }) as typeof socket.write;
-      for (let i = 0; i < 63; i++) store.write(`p${i}`, i / 64);
-      expect(await store.read('k0')).toBe(0.25); // below the threshold: a read of its own
-      expect(sent).toHaveLength(1);
-      expect(sent[0]).toMatch(/mget/i);
-      store.write('p63', 63 / 64);
-      expect(await store.read('k1')).toBe(0.5);
-      expect(sent).toHaveLength(2);
-      expect(sent[1]).toMatch(/mget[\s\S]*evalsha/i); // the read first, then the 64 writes, in one write
-      await store.flush(); // nothing left to send
-      expect(sent).toHaveLength(2);
-      const keys = Array.from({ length: 64 }, (_, i) => `pi:score:p${i}`);
-      expect((await client.mget(keys)).map(Number)).toEqual(keys.map((_, i) => i / 64));
-      expect(await client.ttl('pi:score:p0')).toBeGreaterThan(0);
-      expect(store.stats()).toMatchObject({ errors: 0, writes_dropped: 0 });
-    }));
-
-  it('a read that carried writes survives a script flush: the writes are sent again with the script', () =>
-    withStore(2000, async (store) => {
-      await client.script('FLUSH');
-      for (let i = 0; i < 64; i++) store.write(`q${i}`, 0.5);
-      expect(await store.read('k2')).toBe(0.125);
-      await until(async () => (await client.exists('pi:score:q0', 'pi:score:q63')) === 2, 'the carried writes to land');
-      expect(store.stats()).toMatchObject({ errors: 0, writes_dropped: 0 });
-    }));
-
   it('flush() sends buffered writes at once and waits for them (shutdown loses nothing)', () =>
     withStore(2000, async (store) => {
       for (let i = 0; i < 1000; i++) store.write(`f${i}`, i / 1000);

@@ -11,13 +11,6 @@ const PREFIX = 'pi:score:';
 /** Writes wait up to this long, or until WRITE_BATCH of them pile up, and leave as one command. */
 const WRITE_FLUSH_MS = 10;
 const WRITE_BATCH = 512;
-/**
- * Once this many writes wait, they leave with the next read exchange, in one pipeline: one socket
- * write and one reply for both. On loopback a round trip costs tens of µs of CPU on each side
- * whatever its size, far more than the keys in it, so a busy service sends almost no write
- * exchanges of its own; a quiet one still flushes on the timer.
- */
-const WRITE_PIGGYBACK = 64;
 /** Write batches on the wire at once; more are dropped (L1 keeps them), so a hung Redis cannot grow the client's queue. */
 const MAX_WRITES_IN_FLIGHT = 4;
 /**
@@ -196,18 +189,7 @@ export class RedisScores {
         });
       }, this.opts.timeoutMs);
     });
-    const prefixed = keys.map((k) => PREFIX + k);
-    const writes = this.pendingWrites.length >= WRITE_PIGGYBACK ? this.claimWrites() : undefined;
-    let answer: Promise<(string | null)[]>;
-    if (writes) {
-      // Each command settles on its own reply: the read does not wait for the write script to run.
-      const pipeline = this.redis.pipeline();
-      answer = new Promise((resolve, reject) => pipeline.mget(prefixed, (err, values) => (err ? reject(err) : resolve(values!))));
-      const written = new Promise((resolve, reject) => pipeline.evalsha(SET_MANY_SHA, ...writes.args, (err?: Error | null, n?: unknown) => (err ? reject(err) : resolve(n))));
-      this.trackWrite(written, writes);
-      pipeline.exec().catch(() => {}); // the commands' own promises carry every outcome
-    } else answer = this.redis.mget(prefixed);
-    const read = answer.catch(() => {
+    const read = this.redis.mget(keys.map((k) => PREFIX + k)).catch(() => {
       // A read that already counted as a timeout is not an error too when its command fails later
       // (REDIS_COMMAND_TIMEOUT_MS): one read, one event.
       if (!timedOut) this.errors++;
@@ -237,45 +219,30 @@ export class RedisScores {
   }
 
   private flushWrites(): void {
-    const writes = this.claimWrites();
-    if (writes) this.trackWrite(this.redis.evalsha(SET_MANY_SHA, ...writes.args), writes);
-  }
-
-  /**
-   * Takes every buffered write for sending, as the write script's arguments; undefined when there
-   * are none, or when they are dropped instead (Redis down or slow, or MAX_WRITES_IN_FLIGHT
-   * batches already on the wire: it is a cache, and L1 still holds them).
-   */
-  private claimWrites(): { count: number; args: [number, ...(string | number)[]] } | undefined {
     const writes = this.pendingWrites;
     this.pendingWrites = [];
-    clearTimeout(this.writeTimer);
-    this.writeTimer = undefined;
-    if (writes.length === 0) return undefined;
+    if (writes.length === 0) return;
+    // Dropping writes while Redis is down or slow is fine: it is a cache, and L1 still holds them.
     if (!this.available || this.writesInFlight >= MAX_WRITES_IN_FLIGHT) {
       this.writesDropped += writes.length;
-      return undefined;
+      return;
     }
     // One scripted command per batch instead of one SET per score: far less client CPU per request.
-    const args: [number, ...(string | number)[]] = [writes.length];
+    const args: (string | number)[] = [writes.length];
     for (const [k] of writes) args.push(PREFIX + k);
     args.push(this.opts.ttlSeconds);
     for (const [, p] of writes) args.push(String(p));
-    return { count: writes.length, args };
-  }
-
-  /** Counts a write batch on the wire until `sent` settles; a server that lost the script gets it again. */
-  private trackWrite(sent: Promise<unknown>, writes: { count: number; args: [number, ...(string | number)[]] }): void {
     const redis = this.redis;
     // A failed batch is one error, and every score in it is one not written.
     const failed = () => {
       this.errors++;
-      this.writesDropped += writes.count;
+      this.writesDropped += writes.length;
     };
     this.writesInFlight++;
-    this.lastWrite = sent
+    this.lastWrite = redis
+      .evalsha(SET_MANY_SHA, ...(args as [number, ...string[]]))
       .catch((err: Error) => {
-        if (/NOSCRIPT/.test(err.message)) return redis.eval(SET_MANY, ...writes.args).catch(failed);
+        if (/NOSCRIPT/.test(err.message)) return redis.eval(SET_MANY, ...(args as [number, ...string[]])).catch(failed);
         failed();
       })
       .finally(() => this.writesInFlight--);
