@@ -209,7 +209,7 @@ describe('edge inputs', () => {
       `good-1,${row({})}`,
       `bad-number,${row({ PageValues: 'abc' })}`,
       `bad-boolean,${row({ Weekend: 'maybe' })}`,
-      `bad-infinity,${row({ ExitRates: 'Infinity' })}`,
+      `bad-hex,${row({ ExitRates: '0x10' })}`,
     ].join('\n');
     const boundary = 'edge-boundary-2';
     const payload = `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="aud.csv"\r\nContent-Type: text/csv\r\n\r\n${csvText}\r\n--${boundary}--\r\n`;

@@ -208,6 +208,11 @@ describe('POST /v1/models rejects what cannot be served, writing nothing', () =>
     expect(dup.statusCode).toBe(400);
     expect(dup.json().details[0]).toMatchObject({ path: 'featureSpec.features[1].name' });
 
+    // Entries requests would name alike: the second could never be reached.
+    const alike = await upload(fixtureParts(keras3Functional(), { features: [{ name: 'a', type: 'numeric' }, { name: 'c', type: 'categorical', vocabulary: ['2', '2.0'] }] }));
+    expect(alike.statusCode).toBe(400);
+    expect(alike.json().details).toContainEqual({ path: 'featureSpec.features[1].vocabulary', message: 'vocabulary entries "2" and "2.0" name the same category' });
+
     const notJson = await upload([...fixtureParts(keras3Functional(), {}).slice(0, 3), { name: 'featureSpec', value: '{nope' }]);
     expect(notJson.statusCode).toBe(400);
     expect(notJson.json().details[0].path).toBe('featureSpec');

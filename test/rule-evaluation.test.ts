@@ -64,7 +64,9 @@ describe('rule comparison: boolean words', () => {
   });
 
   it('other operands never equal a boolean; categories stay case-sensitive text', () => {
-    for (const x of ['yes', '1', 1, 0, 'tRuE', '']) expect(ev({ feature: 'Weekend', eq: x }, true), String(x)).toBe(false);
+    for (const x of ['yes', '1', 1, 0, 'truth', '']) expect(ev({ feature: 'Weekend', eq: x }, true), String(x)).toBe(false);
+    // Requests accept true/false in any case (booleanWord), and so do rules.
+    for (const x of ['tRuE', ' true ']) expect(ev({ feature: 'Weekend', eq: x }, true), x).toBe(true);
     expect(ev({ feature: 'Weekend', eq: 'true' }, 'TRUE')).toBe(false); // a category "TRUE" is text, not a boolean
     expect(ev({ feature: 'Weekend', eq: 'TRUE' }, 'TRUE')).toBe(true);
   });

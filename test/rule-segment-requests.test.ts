@@ -75,7 +75,7 @@ describe('reserved rule segment ids', () => {
 });
 
 describe('boolean words and numeric-looking categories in rules', () => {
-  it('a rule on "TRUE" matches users sent with true or "TRUE"; category "0x10" is not 16', async () => {
+  it('a rule on "TRUE" matches users sent with true or "TRUE"; category "0x10" is not 16, " 16 " is (categories are trimmed)', async () => {
     const segs = [
       { id: 'weekend-upper', rule: { feature: 'Weekend', eq: 'TRUE' } },
       { id: 'weekend-bool', rule: { feature: 'Weekend', eq: true } },
@@ -100,6 +100,6 @@ describe('boolean words and numeric-looking categories in rules', () => {
     };
     expect(await segmentsOf('u-string-true')).toEqual(['weekend-bool', 'weekend-upper']);
     expect(await segmentsOf('u-bool-true')).toEqual(['browser-16', 'weekend-bool', 'weekend-upper']);
-    expect(await segmentsOf('u-false')).toEqual(['weekday-upper']);
+    expect(await segmentsOf('u-false')).toEqual(['browser-16', 'weekday-upper']);
   });
 });

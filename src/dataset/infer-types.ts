@@ -1,11 +1,10 @@
 import type { FeatureDef } from '../preprocessing/feature-spec.js';
 import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 import { isMissingMarker } from '../lib/missing-cell.js';
-
-const BOOL = /^(true|false)$/i;
+import { booleanWord } from '../preprocessing/category.js';
 
 /**
- * Column type from its non-blank values: all numbers → numeric, all TRUE/FALSE → boolean,
+ * Column type from its non-blank values: all decimal numbers → numeric, all true/false (any case) → boolean,
  * otherwise categorical. Missing-value markers ("NA", "?"…, see missing-cell.ts) among numbers or
  * flags are blanks, not a reason to call the column categorical. `categorical` forces integer
  * code columns (Region, Browser…).
@@ -14,8 +13,10 @@ export function inferColumnType(values: string[], forceCategorical = false): Fea
   if (forceCategorical) return 'categorical';
   const present = values.map((v) => v.trim()).filter((v) => v !== '' && !isMissingMarker(v));
   if (present.length === 0) return 'categorical';
-  if (present.every((v) => BOOL.test(v))) return 'boolean';
-  if (present.every((v) => Number.isFinite(Number(v)))) return 'numeric';
+  // The values requests can send for these types: true/false in any case, decimal numbers (not
+  // "0x10" or "Infinity", which Number() would take).
+  if (present.every((v) => booleanWord(v) !== undefined)) return 'boolean';
+  if (present.every((v) => NUMERIC_TEXT.test(v))) return 'numeric';
   return 'categorical';
 }
 

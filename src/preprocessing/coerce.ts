@@ -2,10 +2,9 @@ import type { FeatureDef, FeatureSpec, FeatureValue, FeatureValues } from './fea
 import type { FieldIssue } from '../lib/errors.js';
 import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 import { isMissingMarker } from '../lib/missing-cell.js';
+import { booleanWord, categoryOf } from './category.js';
 
 export const FLOAT32_MAX = 3.4028234663852886e38;
-const TRUE_STRINGS = new Set(['true', 'TRUE', 'True']);
-const FALSE_STRINGS = new Set(['false', 'FALSE', 'False']);
 
 /** A feature's check, in one object shape for all types (monomorphic reads on the hot path). */
 interface CoerceStep {
@@ -65,12 +64,9 @@ function coerceValue(f: CoerceStep, v: unknown): FeatureValue | typeof INVALID {
       return typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= FLOAT32_MAX ? v : INVALID;
     case 'boolean':
       if (typeof v === 'boolean') return v;
-      if (typeof v === 'string' && TRUE_STRINGS.has(v)) return true;
-      if (typeof v === 'string' && FALSE_STRINGS.has(v)) return false;
-      return INVALID;
+      return (typeof v === 'string' ? booleanWord(v) : undefined) ?? INVALID;
     case 'categorical':
-      if (typeof v === 'string') return v;
-      if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+      if (typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))) return categoryOf(v);
       return INVALID;
   }
 }
@@ -81,7 +77,7 @@ function invalidMessage(f: CoerceStep, v: unknown): string {
     case 'numeric':
       return `expected a finite number within ±3.4e38, got ${describe(v)}`;
     case 'boolean':
-      return `expected true/false or "TRUE"/"FALSE", got ${describe(v)}`;
+      return `expected true/false or the string "true"/"false" (any case), got ${describe(v)}`;
     case 'categorical':
       return `expected a string or number category, got ${describe(v)}`;
   }
@@ -106,27 +102,25 @@ export function parseCsvRow(spec: FeatureSpec, row: Record<string, string>): Fea
  * A CSV cell as a request value, for scoring uploaded rows: blank is null, a numeric feature's
  * cell becomes a number only if it is one, anything else stays text. coerceFeatures then judges
  * it like a JSON request, so "abc" for a number or "maybe" for a boolean is an invalid row rather
- * than a silent null or false (which parseCell, lenient for training data, would make of them).
+ * than a silent null or false.
  */
 export function csvCellValue(type: FeatureDef['type'], cell: string | undefined): string | number | null {
   const s = cell?.trim() ?? '';
   if (s === '' || (type !== 'categorical' && isMissingMarker(s))) return null;
   if (type === 'numeric' && NUMERIC_TEXT.test(s)) return Number(s);
-  return type === 'categorical' ? csvCategory(s) : s;
+  return type === 'categorical' ? categoryOf(s) : s;
 }
 
-/** Integer codes exported as floats (pandas writes 1 as "1.0") are the category a request's 1 names. */
-function csvCategory(s: string): string {
-  return /^-?\d+\.0+$/.test(s) ? s.slice(0, s.indexOf('.')) : s;
-}
-
+/**
+ * A training cell as a typed value. Blank cells and missing-value markers are null (imputed).
+ * Otherwise it is read as a request's value is (categoryOf, booleanWord, decimal numbers only), so
+ * what the model learns from a cell is what serving makes of the same value; a cell serving would
+ * refuse is null too (type inference only calls a column numeric or boolean when none is).
+ */
 export function parseCell(type: FeatureDef['type'], cell: string | undefined): FeatureValue {
   const s = cell?.trim() ?? '';
   if (s === '' || (type !== 'categorical' && isMissingMarker(s))) return null;
-  if (type === 'numeric') {
-    const n = Number(s);
-    return Number.isFinite(n) ? n : null;
-  }
-  if (type === 'boolean') return /^(true|yes|1)$/i.test(s);
-  return csvCategory(s);
+  if (type === 'numeric') return NUMERIC_TEXT.test(s) ? Number(s) : null;
+  if (type === 'boolean') return booleanWord(s) ?? null;
+  return categoryOf(s);
 }

@@ -1,4 +1,5 @@
 import { featureWidth, inputWidth, type FeatureSpec, type FeatureValues } from './feature-spec.js';
+import { booleanWord, categoryOf } from './category.js';
 
 /** A clean row's typed values and the categorical features that fell into their OOV bucket. */
 export interface ReadRow {
@@ -59,15 +60,15 @@ export function compileRowReader(spec: FeatureSpec): RowReader | undefined {
       encode.push(steps.join(' '));
     } else if (f.type === 'boolean') {
       lines.push(
-        `if (${r} === true || ${r} === false) ${v} = ${r}; else if (${r} === "true" || ${r} === "TRUE" || ${r} === "True") ${v} = true; else if (${r} === "false" || ${r} === "FALSE" || ${r} === "False") ${v} = false; ${nullCase} else return null;`,
+        `if (${r} === true || ${r} === false) ${v} = ${r}; else if (typeof ${r} === "string" && (${v} = B(${r})) !== undefined); ${nullCase} else return null;`,
       );
       encode.push(`out[at + ${offset}] = (${v} === null ? ${f.impute} : ${v}) ? 1 : 0;`);
     } else {
-      lines.push(`if (typeof ${r} === "string") ${v} = ${r}; else if (typeof ${r} === "number" && ${r} - ${r} === 0) ${v} = String(${r}); ${nullCase} else return null;`);
-      vocabs.push(new Map(f.vocabulary.map((c, k) => [c, k])));
+      lines.push(`if (typeof ${r} === "string") ${v} = C(${r}); else if (typeof ${r} === "number" && ${r} - ${r} === 0) ${v} = String(${r}); ${nullCase} else return null;`);
+      vocabs.push(vocabularyIndex(f.vocabulary));
       const vocab = `V[${vocabs.length - 1}]`;
       encode.push(
-        `{ const k = ${vocab}.get(${v} === null ? ${JSON.stringify(f.impute)} : ${v}); if (k === undefined) { out[at + ${offset + f.vocabulary.length}] = 1; (oov ??= []).push(${name}); } else out[at + ${offset} + k] = 1; }`,
+        `{ const k = ${vocab}.get(${v} === null ? ${JSON.stringify(categoryOf(f.impute))} : ${v}); if (k === undefined) { out[at + ${offset + f.vocabulary.length}] = 1; (oov ??= []).push(${name}); } else out[at + ${offset} + k] = 1; }`,
       );
     }
     offset += featureWidth(f);
@@ -76,6 +77,24 @@ export function compileRowReader(spec: FeatureSpec): RowReader | undefined {
   lines.push(`if (Object.keys(o).length !== ${spec.features.length}) return null;`);
   lines.push('let oov;', ...encode);
   lines.push(`return { values: { ${spec.features.map((f, i) => `${JSON.stringify(f.name)}: v${i}`).join(', ')} }, oov };`);
-  const factory = new Function('V', `return function readRow(input, out, at) {\n${lines.join('\n')}\n};`) as (v: Map<string, number>[]) => RowReader;
-  return factory(vocabs);
+  const factory = new Function('V', 'C', 'B', `return function readRow(input, out, at) {\n${lines.join('\n')}\n};`) as (
+    v: Map<string, number>[],
+    c: typeof categoryOf,
+    b: typeof booleanWord,
+  ) => RowReader;
+  return factory(vocabs, categoryOf, booleanWord);
+}
+
+/**
+ * Category → one-hot index, keyed by each entry's categoryOf form: a vocabulary stored before that
+ * rule (or written by hand for an import) may hold "1.50" or "-0", which requests now name as "1.5"
+ * and "0". Where two entries have one form, the first keeps it.
+ */
+export function vocabularyIndex(vocabulary: readonly string[]): Map<string, number> {
+  const index = new Map<string, number>();
+  vocabulary.forEach((c, k) => {
+    const key = categoryOf(c);
+    if (!index.has(key)) index.set(key, k);
+  });
+  return index;
 }

@@ -1,5 +1,6 @@
 import { featureWidth, inputWidth, type FeatureDef, type FeatureSpec, type FeatureValues } from './feature-spec.js';
-import { compileRowReader, type ReadRow, type RowReader } from './compiled-row.js';
+import { compileRowReader, vocabularyIndex, type ReadRow, type RowReader } from './compiled-row.js';
+import { categoryOf } from './category.js';
 
 const NUMERIC = 0;
 const BOOLEAN = 1;
@@ -45,7 +46,7 @@ export class Encoder {
         name: f.name,
         offset,
         vocabSize: f.type === 'categorical' ? f.vocabulary.length : 0,
-        vocab: new Map(f.type === 'categorical' ? f.vocabulary.map((v, i) => [v, i]) : []),
+        vocab: f.type === 'categorical' ? vocabularyIndex(f.vocabulary) : new Map(),
         mean: f.type === 'numeric' ? f.mean : 0,
         std: f.type === 'numeric' ? f.std : 1,
         clip: f.type === 'numeric' && f.clip !== undefined,
@@ -53,7 +54,7 @@ export class Encoder {
         clipMax: f.type === 'numeric' && f.clip ? f.clip.max : 0,
         log1p: f.type === 'numeric' && f.transform === 'log1p',
         imputeNumber: f.type === 'numeric' ? f.impute : f.type === 'boolean' ? Number(f.impute) : 0,
-        imputeKey: f.type === 'categorical' ? f.impute : '',
+        imputeKey: f.type === 'categorical' ? categoryOf(f.impute) : '',
       };
       offset += featureWidth(f);
       return step;

@@ -26,6 +26,7 @@ import {
   loadLayersModelFromFiles,
   normalizeModelJson,
 } from './keras-topology.js';
+import { categoryOf } from '../preprocessing/category.js';
 
 export interface ImportInput {
   /** model.json exactly as written by tensorflowjs_converter. */
@@ -89,8 +90,14 @@ export function parseUploadedSpec(buf: Buffer): FeatureSpec {
     if (seen.has(f.name)) issues.push({ path: `featureSpec.features[${i}].name`, message: `duplicate feature name "${f.name}"` });
     seen.add(f.name);
     if (f.type === 'categorical') {
-      const dup = f.vocabulary.find((v, j) => f.vocabulary.indexOf(v) !== j);
-      if (dup !== undefined) issues.push({ path: `featureSpec.features[${i}].vocabulary`, message: `duplicate vocabulary entry "${dup}"` });
+      // Entries that requests name alike ("2" and "2.0", "C" and " C ": see categoryOf) would leave the later one unreachable.
+      const forms = f.vocabulary.map((v) => categoryOf(v));
+      const j = forms.findIndex((form, k) => forms.indexOf(form) !== k);
+      if (j >= 0) {
+        const first = f.vocabulary[forms.indexOf(forms[j])];
+        const dup = f.vocabulary[j];
+        issues.push({ path: `featureSpec.features[${i}].vocabulary`, message: first === dup ? `duplicate vocabulary entry "${dup}"` : `vocabulary entries "${first}" and "${dup}" name the same category` });
+      }
       if (f.frequencies && f.frequencies.length !== f.vocabulary.length) {
         issues.push({ path: `featureSpec.features[${i}].frequencies`, message: `has ${f.frequencies.length} entries, vocabulary has ${f.vocabulary.length}` });
       }

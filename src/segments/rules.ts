@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { NUMERIC_TEXT } from '../lib/numeric-text.js';
+import { booleanWord } from '../preprocessing/category.js';
 
 /**
  * Rule language for segments, over features and the score:
@@ -162,16 +163,8 @@ function numberOf(x: Value): number {
   return Number.isFinite(n) ? n : NaN;
 }
 
-/** The boolean words requests accept (as coerce.ts reads them), so "TRUE" in a rule means what it means in a request. */
-const BOOLEAN_WORDS: ReadonlyMap<string, boolean> = new Map([
-  ['true', true],
-  ['TRUE', true],
-  ['True', true],
-  ['false', false],
-  ['FALSE', false],
-  ['False', false],
-]);
-const booleanOf = (x: Value): boolean | undefined => (typeof x === 'boolean' ? x : typeof x === 'string' ? BOOLEAN_WORDS.get(x) : undefined);
+/** The boolean words requests accept (booleanWord), so "TRUE" in a rule means what it means in a request. */
+const booleanOf = (x: Value): boolean | undefined => (typeof x === 'boolean' ? x : typeof x === 'string' ? booleanWord(x) : undefined);
 
 /**
  * Equality with any of `operands`, in constant time per check. A boolean value (boolean features
