@@ -116,6 +116,27 @@ describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
     expect(one.message).toBe('1 invalid field');
   });
 
+  it('a batch 400 names every bad instance: one detail each first, then the message lists them all as ranges', async () => {
+    const batch = (instances: unknown[]) => app.inject({ method: 'POST', url: '/v1/predict/batch', headers: PRED, payload: { instances } });
+    // 200 instances, every even one empty (17 missing features each): 1,700 fields in 100 instances.
+    const some = expectError(await batch(Array.from({ length: 200 }, (_, i) => (i % 2 ? { features } : { features: {} }))), 400, 'validation_error');
+    expect(some.details).toHaveLength(100);
+    expect(new Set(some.details.map((d: { path: string }) => /^instances\[(\d+)\]/.exec(d.path)?.[1]))).toEqual(new Set(Array.from({ length: 100 }, (_, i) => String(2 * i))));
+    expect(some.message).toBe('1700 invalid fields (100 listed, at least one for each of the 100 invalid instances)');
+    // 10,000 instances: 0-4999 empty, 5000 good, 5001-9999 with one bad value each.
+    const many = Array.from({ length: 10_000 }, (_, i) => (i < 5000 ? { features: {} } : i === 5000 ? { features } : { features: { ...features, PageValues: 'x' } }));
+    const all = expectError(await batch(many), 400, 'validation_error');
+    expect(all.details).toHaveLength(100);
+    expect(all.details[0].path).toMatch(/^instances\[0\]\./);
+    expect(all.details[99].path).toMatch(/^instances\[99\]\./);
+    expect(all.message).toBe(`${5000 * 17 + 4999} invalid fields (the first field of the first 100 of 9999 invalid instances listed; all of them: 0-4999, 5001-9999)`);
+    // Only a few bad instances with many problems: their first problems lead, the rest fill in order.
+    const few = expectError(await batch([{ features: { ...unknownKeys(150) } }, { features }, { features: { ...features, Weekend: 'maybe' } }]), 400, 'validation_error');
+    expect(few.details).toHaveLength(100);
+    expect(few.details.some((d: { path: string }) => d.path.startsWith('instances[2].'))).toBe(true);
+    expect(few.message).toMatch(/\(100 listed, at least one for each of the 2 invalid instances\)$/);
+  });
+
   it('a 401 names the Bearer scheme (WWW-Authenticate)', async () => {
     const res = await app.inject({ method: 'POST', url: '/v1/predict', payload: { features } });
     expectError(res, 401, 'unauthorized');
@@ -139,3 +160,7 @@ describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
     expect((await app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
   });
 });
+
+function unknownKeys(n: number): Record<string, number> {
+  return Object.fromEntries(Array.from({ length: n }, (_, i) => [`extra_${i}`, 1]));
+}

@@ -110,14 +110,68 @@ const clip = (text: string) => (text.length > MAX_DETAIL_CHARS ? `${text.slice(0
 /**
  * An error body's message and details, bounded: a 10,000-instance batch of empty objects, or a
  * body of 500,000 unknown keys, must not be answered with megabytes naming each one. The message
- * still counts them all.
+ * still counts them all. In a batch every bad instance is still named: the details take the first
+ * problem of each bad instance before any second one, and when more instances are bad than
+ * details fit, the message lists them all as index ranges.
  */
 function bounded(message: string, details: FieldIssue[]): { message: string; details: FieldIssue[] } {
   const long = details.some((d) => d.path.length > MAX_DETAIL_CHARS || d.message.length > MAX_DETAIL_CHARS);
   if (details.length <= MAX_DETAILS && !long) return { message, details };
-  const shown = details.slice(0, MAX_DETAILS).map((d) => ({ path: clip(d.path), message: clip(d.message) }));
-  return { message: details.length > MAX_DETAILS ? `${message} (the first ${MAX_DETAILS} listed)` : message, details: shown };
+  const clipped = (d: FieldIssue) => ({ path: clip(d.path), message: clip(d.message) });
+  if (details.length <= MAX_DETAILS) return { message, details: details.map(clipped) };
+  const bad = badInstances(details);
+  if (bad.length === 0) return { message: `${message} (the first ${MAX_DETAILS} listed)`, details: details.slice(0, MAX_DETAILS).map(clipped) };
+  // One per instance first, then the rest, each kept in its original (instance) order.
+  const seen = new Set<number>();
+  const firsts: number[] = [];
+  details.forEach((d, i) => {
+    const n = instanceOf(d.path);
+    if (n >= 0 && !seen.has(n)) {
+      seen.add(n);
+      firsts.push(i);
+    }
+  });
+  const picked = new Set(firsts.slice(0, MAX_DETAILS));
+  for (let i = 0; i < details.length && picked.size < MAX_DETAILS; i++) picked.add(i);
+  const shown = [...picked].sort((a, b) => a - b).map((i) => clipped(details[i]));
+  const instances = `${bad.length} invalid instance${bad.length === 1 ? '' : 's'}`;
+  const note =
+    bad.length <= MAX_DETAILS
+      ? `${MAX_DETAILS} listed, at least one for each of the ${instances}`
+      : `the first field of the first ${MAX_DETAILS} of ${instances} listed; all of them: ${clipRanges(indexRanges(bad))}`;
+  return { message: `${message} (${note})`, details: shown };
 }
+
+/** The batch instance a path names (`instances[12].features.x` → 12), or -1. */
+function instanceOf(path: string): number {
+  const m = /^instances\[(\d+)\]/.exec(path);
+  return m ? Number(m[1]) : -1;
+}
+
+function badInstances(details: FieldIssue[]): number[] {
+  const set = new Set<number>();
+  for (const d of details) {
+    const n = instanceOf(d.path);
+    if (n >= 0) set.add(n);
+  }
+  return [...set].sort((a, b) => a - b);
+}
+
+/** Sorted indices as ranges: [0, 1, 2, 5, 7, 8] → "0-2, 5, 7-8". */
+function indexRanges(sorted: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j] + 1) j++;
+    parts.push(i === j ? String(sorted[i]) : `${sorted[i]}-${sorted[j]}`);
+    i = j + 1;
+  }
+  return parts.join(', ');
+}
+
+/** Index lists are cut at this length: every other instance of a 10,000-row batch bad takes ~30 KB. */
+const MAX_RANGES_CHARS = 64_000;
+const clipRanges = (text: string) => (text.length > MAX_RANGES_CHARS ? `${text.slice(0, text.lastIndexOf(', ', MAX_RANGES_CHARS))}, …` : text);
 
 /** The error code for a 4xx status Fastify or a plugin raised without one of ours. */
 const STATUS_CODES: Record<number, string> = {
