@@ -137,6 +137,22 @@ describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
     expect(few.message).toMatch(/\(100 listed, at least one for each of the 2 invalid instances\)$/);
   });
 
+  it('values quoted in warnings and errors are cut between characters, never inside a surrogate pair', async () => {
+    for (let pad = 55; pad <= 62; pad++) {
+      const month = 'a'.repeat(pad) + '😀'.repeat(8);
+      const ok = await predict({ features: { ...features, Month: month } });
+      expect(ok.statusCode, ok.body).toBe(200);
+      const warning = ok.json().warnings[0] as string;
+      expect(warning, `pad ${pad}`).toContain('...');
+      expect(warning.isWellFormed(), `pad ${pad}: ${warning}`).toBe(true);
+      const bad = expectError(await predict({ features: { ...features, PageValues: month } }), 400, 'validation_error');
+      expect(bad.details[0].message.isWellFormed(), `pad ${pad}`).toBe(true);
+      const key = 'k'.repeat(pad + 230) + '😀'.repeat(10);
+      const unknown = expectError(await predict({ features: { ...features, [key]: 1 } }), 400, 'validation_error');
+      expect(unknown.details[0].path.isWellFormed(), `pad ${pad}`).toBe(true);
+    }
+  });
+
   it('a 401 names the Bearer scheme (WWW-Authenticate)', async () => {
     const res = await app.inject({ method: 'POST', url: '/v1/predict', payload: { features } });
     expectError(res, 401, 'unauthorized');

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { AppError, type FieldIssue } from '../lib/errors.js';
 import { RouteMethods } from './route-methods.js';
+import { cutText } from '../lib/cut-text.js';
 
 /**
  * Schema-validation failures (from zod via Fastify) as the service's `details` list. `skip` drops
@@ -105,7 +106,7 @@ export const frameworkErrors = (error: FastifyError, _request: FastifyRequest, r
 export const MAX_DETAILS = 100;
 const MAX_DETAIL_CHARS = 300;
 
-const clip = (text: string) => (text.length > MAX_DETAIL_CHARS ? `${text.slice(0, MAX_DETAIL_CHARS - 1)}…` : text);
+const clip = (text: string) => (text.length > MAX_DETAIL_CHARS ? `${cutText(text, MAX_DETAIL_CHARS - 1)}…` : text);
 
 /**
  * An error body's message and details, bounded: a 10,000-instance batch of empty objects, or a
@@ -218,7 +219,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     // say that, rather than that the JSON is malformed.
     const encoding = request.headers['content-encoding'];
     if (error.code === 'FST_ERR_CTP_INVALID_JSON_BODY' && encoding && encoding !== 'identity') {
-      const message = `Content-Encoding "${String(encoding).slice(0, 40)}" is not supported: send the body uncompressed`;
+      const message = `Content-Encoding "${cutText(String(encoding), 40)}" is not supported: send the body uncompressed`;
       return reply.code(415).send({ error: 'unsupported_media_type', message, details: [{ path: 'body', message }] });
     }
     const status = error.statusCode ?? 500;

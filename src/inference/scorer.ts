@@ -6,6 +6,7 @@ import { coerceFeatures } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { ValidationError, unavailable, type FieldIssue } from '../lib/errors.js';
 import { explain, type Explanation } from './explain.js';
+import { cutText } from '../lib/cut-text.js';
 
 export interface PredictInstance {
   userId?: string;
@@ -246,7 +247,7 @@ export function cacheKey(scope: string, vector: Float32Array): string {
 /** A value as JSON for a message, cut to 64 characters: a request may send a megabyte-long category. */
 function shortJson(v: unknown): string {
   const json = JSON.stringify(v);
-  return json.length <= 64 ? json : `${json.slice(0, 61)}...`;
+  return json.length <= 64 ? json : `${cutText(json, 61)}...`;
 }
 
 /** Issues sorted by the instance they name (`instances[i]…`; others first), each instance's in the order found. */

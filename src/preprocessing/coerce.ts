@@ -3,6 +3,7 @@ import type { FieldIssue } from '../lib/errors.js';
 import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 import { isMissingMarker } from '../lib/missing-cell.js';
 import { booleanWord, categoryOf } from './category.js';
+import { cutText } from '../lib/cut-text.js';
 
 export const FLOAT32_MAX = 3.4028234663852886e38;
 
@@ -86,7 +87,7 @@ function invalidMessage(f: CoerceStep, v: unknown): string {
 function describe(v: unknown): string {
   if (v === undefined) return 'undefined';
   if (typeof v === 'number') return String(v);
-  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? cutText(v, 40) + '…' : v)}`;
   if (Array.isArray(v)) return 'an array';
   return typeof v;
 }
