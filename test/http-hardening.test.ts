@@ -153,6 +153,14 @@ describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
     }
   });
 
+  it('?explain on a batch is refused, not silently ignored (with any other problem in the same 400)', async () => {
+    const res = await app.inject({ method: 'POST', url: '/v1/predict/batch?explain=true', headers: PRED, payload: { instances: [{ features }, { features: { ...features, Weekend: 'maybe' } }] } });
+    const body = expectError(res, 400, 'validation_error');
+    expect(body.details.map((d: { path: string }) => d.path)).toEqual(['explain', 'instances[1].features.Weekend']);
+    const fine = await app.inject({ method: 'POST', url: '/v1/predict/batch?cachebuster=1', headers: PRED, payload: { instances: [{ features }] } });
+    expect(fine.statusCode, fine.body).toBe(200);
+  });
+
   it('a 401 names the Bearer scheme (WWW-Authenticate)', async () => {
     const res = await app.inject({ method: 'POST', url: '/v1/predict', payload: { features } });
     expectError(res, 401, 'unauthorized');

@@ -95,6 +95,10 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request) => {
       const issues = requestIssues(request, underInstanceFeatures);
+      // Other query parameters are ignored (cache busters and the like); this one would be silently.
+      if ((request.query as Record<string, unknown> | undefined)?.explain !== undefined) {
+        issues.push({ path: 'explain', message: 'not supported on batches: explanations are for single predictions (POST /v1/predict?explain=true)' });
+      }
       const body = request.body as { instances?: unknown } | undefined;
       const instances = Array.isArray(body?.instances) ? (body.instances as { features?: unknown; userId?: string; sessionId?: string }[]) : [];
       instances.forEach((instance, i) => {
