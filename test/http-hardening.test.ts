@@ -100,7 +100,7 @@ describe('HTTP edges: request ids, client errors, bounded error bodies', () => {
 
   it('a text/plain body is a 415 like any type other than JSON', async () => {
     const res = await app.inject({ method: 'POST', url: '/v1/predict', headers: { ...PRED, 'content-type': 'text/plain' }, payload: JSON.stringify({ features }) });
-    expectError(res, 415, 'unsupported_media_type');
+    expect(expectError(res, 415, 'unsupported_media_type').message).toBe('unsupported Content-Type: send application/json (multipart/form-data on the upload routes)');
   });
 
   it('bounds the error body: at most 100 details, each path and message clipped; the message counts them all', async () => {

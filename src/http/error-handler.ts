@@ -67,6 +67,7 @@ function formatPath(path: PropertyKey[], context: string): string {
 const BODY_MESSAGES: Record<string, string> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'body is not valid JSON, or has a "__proto__" key or a "constructor" object with a "prototype" (refused)',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'body is empty; send a JSON object',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported Content-Type: send application/json (multipart/form-data on the upload routes)',
 };
 
 /** @fastify/multipart's "too many parts/files/fields" (413 there): the upload's shape, not its size. */
