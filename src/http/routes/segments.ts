@@ -145,7 +145,8 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
         description:
           'Responds 200 with text/csv (header userId,score) or application/x-ndjson ({"userId","score"} per line), streamed. ' +
           "In CSV, a userId that starts like a spreadsheet formula (= + - @, tab, CR) gets a leading ' (NDJSON carries userIds exactly).",
-        response: withNotFound,
+        produces: ['text/csv', 'application/x-ndjson'],
+        response: { 200: z.string().describe('the members: CSV (userId,score) or NDJSON ({"userId","score"} per line), streamed'), ...withNotFound },
       },
     },
     async (request, reply) => {
