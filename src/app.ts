@@ -18,6 +18,7 @@ import { userRoutes } from './http/routes/users.js';
 import { metricsRoutes } from './http/routes/metrics.js';
 import { jobRoutes } from './http/routes/jobs.js';
 import { uploadRoutes } from './http/routes/uploads.js';
+import { errorForLog } from './observability/log-errors.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -36,7 +37,10 @@ export interface BuildOptions {
  */
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: opts.logger ?? { level: config.LOG_LEVEL, redact: ['req.headers.authorization'] },
+    // Options a caller (tests) passes are layered over the service's own: errors are always logged
+    // without the inputs they may carry (errorForLog), and the Authorization header never. (Fastify
+    // types the serializer as Error-only; pino hands it whatever is logged as `err`, strings too.)
+    logger: opts.logger === false ? false : { level: config.LOG_LEVEL, redact: ['req.headers.authorization'], serializers: { err: errorForLog as never }, ...(typeof opts.logger === 'object' ? opts.logger : {}) },
     logController: new OneLineRequestLog(),
     bodyLimit: config.BODY_LIMIT_BYTES,
     // A caller's X-Request-Id is kept when it looks like one (see request-id.ts), else one is made.

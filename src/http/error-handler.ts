@@ -230,9 +230,9 @@ export function installErrorHandling(app: FastifyInstance): void {
       const details = error.code?.startsWith('FST_ERR_CTP_') ? [{ path: 'body', message }] : [];
       return reply.code(status).send({ error: code, message, details });
     }
-    // Name, message and stack only: some errors carry their inputs (ioredis keeps the command's
-    // arguments, which may hold userIds or feature values) and those must not reach the logs.
-    request.log.error({ err: { type: error.name, message: error.message, stack: error.stack } }, 'unhandled error');
+    // The logger's err serializer (errorForLog) keeps type, message, code and stack only: some
+    // errors carry their inputs (ioredis keeps the command's arguments) and those must not be logged.
+    request.log.error({ err: error }, 'unhandled error');
     return reply.code(500).send({ error: 'internal_error', message: 'internal error', details: [] });
   });
   const routes = new RouteMethods();

@@ -18,4 +18,11 @@ export class OneLineRequestLog extends LogController {
     if (error) request.log.error({ ...line, err: error }, 'request failed');
     else request.log.info(line, 'request');
   }
+
+  /** A streamed answer (an export) that broke after its headers were sent: the request's one line, with why. */
+  override streamError(error: Error, request: FastifyRequest, reply: FastifyReply): void {
+    const line = { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 };
+    if ((error as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE') request.log.info({ ...line, aborted: true }, 'request: client went away during the answer');
+    else request.log.warn({ ...line, err: error }, 'request: answer stream failed after its headers were sent');
+  }
 }
