@@ -47,7 +47,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     requestIdHeader: false,
     genReqId: requestId,
     clientErrorHandler: clientErrors,
-    return503OnClosing: true,
+    // A request that reaches a closing server on a connection still open is served (Fastify then
+    // answers with Connection: close), not refused: the services stay up until requests end.
+    return503OnClosing: false,
     // userIds may be 256 characters (more bytes once percent-encoded) and must stay erasable by URL.
     routerOptions: { maxParamLength: 4096 },
     frameworkErrors,

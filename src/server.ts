@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { constants } from 'node:os';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig } from './config/env.js';
@@ -45,7 +46,6 @@ async function main() {
       process.exit(128 + constants.signals[signal]);
     }
     closing = true;
-    app.log.info({ signal }, 'shutting down: draining requests');
     const timer = setTimeout(() => {
       app.log.error('shutdown timed out; exiting');
       process.exit(1);
@@ -59,6 +59,16 @@ async function main() {
     }, drainMs(config.SHUTDOWN_TIMEOUT_MS));
     drain.unref();
     app.server.once('close', () => clearTimeout(drain));
+    // Grace first: /readyz says shutting_down so a load balancer stops sending here, while requests
+    // are still served, each answer with Connection: close. Keep-alive clients then reconnect (to
+    // another replica) instead of having an idle connection cut as they send on it, which is what
+    // closing the server at once does to one request per connection under load.
+    const graceMs = Math.min(config.SHUTDOWN_GRACE_MS, drainMs(config.SHUTDOWN_TIMEOUT_MS));
+    app.services.shuttingDown = true;
+    app.server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => res.setHeader('connection', 'close'));
+    app.log.info({ signal, graceMs }, 'shutting down: readiness says shutting_down; serving the grace period, every answer closing its connection');
+    await new Promise((r) => setTimeout(r, graceMs));
+    app.log.info('shutting down: draining requests');
     try {
       await app.close();
     } catch (err) {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { ConfigError, type Config } from './config/env.js';
 import { Authenticator } from './http/auth.js';
 import { ScoreCache } from './cache/score-cache.js';
@@ -37,6 +37,8 @@ export interface Services {
   redis?: Redis;
   /** Redis as the service sees it: 'up' when all its connections are ready and answer in time. */
   redisStatus(): 'up' | 'down' | 'disabled';
+  /** Set on SIGTERM (server.ts): /readyz answers 503 "shutting_down" while the service still serves its grace period. */
+  shuttingDown: boolean;
   close(): Promise<void>;
 }
 
@@ -44,6 +46,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const auth = new Authenticator(config.API_KEYS);
   // A path that does not exist is a typo far more often than a wish for an empty store.
   if (!existsSync(config.MODEL_STORE)) throw new ConfigError(`invalid configuration:\n  MODEL_STORE: directory ${JSON.stringify(config.MODEL_STORE)} does not exist`);
+  if (!statSync(config.MODEL_STORE).isDirectory()) throw new ConfigError(`invalid configuration:\n  MODEL_STORE: ${JSON.stringify(config.MODEL_STORE)} is not a directory`);
   const store = new ModelStore(config.MODEL_STORE);
   store.sweepTemp();
   const commandTimeoutMs = config.REDIS_COMMAND_TIMEOUT_MS;
@@ -105,6 +108,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
   });
   const jobs = new JobManager(store, lifecycle, models, log, { backend: config.TF_BACKEND, cpuShare: config.TRAINING_CPU_SHARE });
   return {
+    shuttingDown: false,
     config,
     backend,
     auth,

@@ -119,6 +119,41 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it.each([
+    ['PORT', ' '],
+    ['PORT', '0x50'],
+    ['CACHE_TTL_SECONDS', '0b101'],
+    ['REDIS_TIMEOUT_MS', 'Infinity'],
+    ['SHUTDOWN_GRACE_MS', '-1'],
+  ])('rejects %s=%j: numbers are decimal text (not blanks, hex, binary or Infinity, which Number() takes)', (variable, value) => {
+    expect(rejects({ [variable]: value }, variable).message).toMatch(/expected a decimal number|Too small/);
+  });
+
+  it('rejects HOST, MODEL_STORE or DATA_DIR of blanks, and a training share so small its pauses would overflow a timer', () => {
+    rejects({ HOST: ' ' }, 'HOST');
+    rejects({ MODEL_STORE: '  ' }, 'MODEL_STORE');
+    rejects({ DATA_DIR: '\t' }, 'DATA_DIR');
+    rejects({ TRAINING_CPU_SHARE: '1e-300' }, 'TRAINING_CPU_SHARE');
+    expect(loadConfig({ TRAINING_CPU_SHARE: '0.01' }).TRAINING_CPU_SHARE).toBe(0.01);
+  });
+
+  it('rejects a REDIS_URL that is no URL with a host, masking its password in the message', () => {
+    for (const url of ['redis://', 'redis://h:notaport', 'redis://exa mple', 'redis://:s3cretPassw0rd@redis.internal:99999/0']) {
+      const err = rejects({ REDIS_URL: url }, 'REDIS_URL');
+      expect(err.message).not.toContain('s3cretPassw0rd');
+    }
+    expect(rejects({ REDIS_URL: 'redis://user:pw-secret@host:99999' }, 'REDIS_URL').message).toContain('redis://user:***@host:99999');
+    expect(loadConfig({ REDIS_URL: 'rediss://:pw@cache.internal:6380/2' }).REDIS_URL).toBe('rediss://:pw@cache.internal:6380/2');
+  });
+
+  it('rejects API_KEYS whose key has whitespace (a space where a comma was meant): no request could ever send it', () => {
+    for (const keys of ['predict:abcdefgh admin:zzzzzzzzzz', 'predict: abcdefgh', 'predict:abc def gh']) {
+      const err = rejects({ API_KEYS: keys }, 'API_KEYS');
+      expect(err.message).toContain('whitespace');
+      expect(err.message).not.toContain('abcdefgh');
+    }
+  });
+
   it('names every bad variable at once', () => {
     const err = rejects({ PORT: 'abc', TF_BACKEND: 'gpu', LOG_LEVEL: 'loud' }, 'PORT');
     expect(err.message).toMatch(/^\s*TF_BACKEND:/m);
@@ -140,5 +175,11 @@ describe('server startup', () => {
     const { code, stderr } = await runServer({ ...process.env, PORT: '0', LOG_LEVEL: 'silent', MODEL_STORE: './no-such-model-store' });
     expect(code).toBe(2);
     expect(stderr).toContain('MODEL_STORE: directory "./no-such-model-store" does not exist');
+  });
+
+  it('exits 2 when MODEL_STORE is a file, naming it', async () => {
+    const { code, stderr } = await runServer({ ...process.env, PORT: '0', LOG_LEVEL: 'silent', MODEL_STORE: './package.json' });
+    expect(code).toBe(2);
+    expect(stderr).toContain('MODEL_STORE: "./package.json" is not a directory');
   });
 });

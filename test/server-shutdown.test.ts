@@ -1,5 +1,6 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
+import { Agent, request } from 'node:http';
 import { rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { copyDefaultStore } from './helpers/app.js';
@@ -94,6 +95,55 @@ describe('server process', () => {
       expect(await exited).toBe(0);
       expect(out()).toMatch(/shutting down/);
       expect(out()).toMatch(/shutdown complete/);
+    });
+  });
+
+  it('SIGTERM under keep-alive load: readiness says shutting_down, answers close their connections, and no request fails', async () => {
+    await startServer({ SHUTDOWN_GRACE_MS: '1500' }, async ({ child, port, exited }) => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 20 });
+      const body = JSON.stringify({ features: shopperFeatureRows(1)[0] });
+      const send = () =>
+        new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
+          const req = request({ host: '127.0.0.1', port, path: '/v1/predict', method: 'POST', agent, headers: { 'content-type': 'application/json' } }, (res) => {
+            res.resume();
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }));
+          });
+          req.on('error', reject);
+          req.end(body);
+        });
+      let served = 0;
+      let closing = 0;
+      const failures: string[] = [];
+      // 20 clients in closed loops, like a load balancer's pool; each stops once told the replica is going.
+      const loops = Array.from({ length: 20 }, async () => {
+        for (;;) {
+          try {
+            const r = await send();
+            served++;
+            if (r.status !== 200) failures.push(`status ${r.status}`);
+            if (r.connection === 'close') {
+              closing++;
+              return;
+            }
+          } catch (err) {
+            failures.push((err as Error).message);
+            return;
+          }
+        }
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      const before = served;
+      child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      const readiness = await fetch(`http://127.0.0.1:${port}/readyz`);
+      expect(readiness.status).toBe(503);
+      expect(await readiness.json()).toMatchObject({ status: 'shutting_down' });
+      await Promise.all(loops);
+      agent.destroy();
+      expect(failures).toEqual([]);
+      expect(before).toBeGreaterThan(20);
+      expect(closing).toBe(20); // every client was told, by an answer, not by a reset
+      expect(await exited).toBe(0);
     });
   });
 

@@ -1,13 +1,20 @@
 import { z } from 'zod';
+import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 
-const port = z.coerce.number().int().min(0).max(65535);
+/**
+ * A number written in decimal ("8080", "0.3", "1e3"). z.coerce would also take " " (as 0), "0x50"
+ * or "Infinity", which are typos here.
+ */
+const decimal = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (typeof v === 'string' && NUMERIC_TEXT.test(v) ? Number(v) : v), schema);
+const number = () => z.number({ error: (issue) => (issue.code === 'invalid_type' ? 'expected a decimal number' : undefined) });
+const port = decimal(number().int().min(0).max(65535));
 /**
  * Every number has an upper bound, so a typo fails at startup rather than later: timers above
  * 2^31-1 ms fire at once in Node, lru-cache allocates CACHE_MAX_ENTRIES slots up front, and the
  * micro-batcher allocates BATCH_MAX_SIZE input rows per model.
  */
-const positiveInt = (max: number) => z.coerce.number().int().positive().max(max);
-const nonNegative = (max: number) => z.coerce.number().min(0).max(max);
+const positiveInt = (max: number) => decimal(number().int().positive().max(max));
+const nonNegative = (max: number) => decimal(number().min(0).max(max));
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
 const GiB = 1024 ** 3;
@@ -15,12 +22,13 @@ const GiB = 1024 ** 3;
 /** Every setting the service reads from the environment, with defaults. */
 export const ConfigSchema = z.object({
   PORT: port.default(8080),
-  HOST: z.string().min(1).default('0.0.0.0'),
-  MODEL_STORE: z.string().min(1).default('./model-store'),
-  DATA_DIR: z.string().min(1).default('./data'),
+  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  MODEL_STORE: z.string().trim().min(1).default('./model-store'),
+  DATA_DIR: z.string().trim().min(1).default('./data'),
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, 'must start with redis:// or rediss://')
+    .refine(isRedisUrl, 'not a valid URL with a host (redis://[user:password@]host[:port][/db])')
     .optional(),
   CACHE_TTL_SECONDS: positiveInt(365 * 24 * 3600).default(3600),
   CACHE_MAX_ENTRIES: positiveInt(10_000_000).default(100_000),
@@ -37,8 +45,10 @@ export const ConfigSchema = z.object({
   UPLOAD_LIMIT_BYTES: positiveInt(10 * GiB).default(100 * 1024 * 1024),
   MEMBERSHIP_TTL_DAYS: positiveInt(3650).default(30),
   FEATURE_RETENTION: z.enum(['on', 'off']).default('on'),
-  TRAINING_CPU_SHARE: z.coerce.number().gt(0).max(1).default(0.3),
+  // At least 1 %: the pacer sleeps in proportion, and a sleep past 2^31-1 ms would fire at once.
+  TRAINING_CPU_SHARE: decimal(number().min(0.01).max(1)).default(0.3),
   SHUTDOWN_TIMEOUT_MS: positiveInt(HOUR_MS).default(10_000),
+  SHUTDOWN_GRACE_MS: decimal(number().int().min(0).max(HOUR_MS)).default(1000),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -53,7 +63,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   );
   const parsed = ConfigSchema.safeParse(relevant);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message} (got ${JSON.stringify(relevant[String(i.path[0])])})`);
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message} (got ${JSON.stringify(shown(String(i.path[0]), relevant[String(i.path[0])]))})`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   if (parsed.data.API_KEYS !== undefined) {
@@ -81,10 +91,27 @@ export function parseApiKeys(value: string): { key: string; scopes: Set<Scope> }
     // The offending text is not echoed: an entry written backwards (key:scope) would print the key.
     if (bad.length) throw new ConfigError(`invalid configuration:\n  API_KEYS: entry ${i + 1} has an unknown scope (scopes: ${SCOPES.join(', ')}; entries are scope[+scope]:key)`);
     const key = entry.slice(at + 1);
+    // A key is sent as "Authorization: Bearer <key>", which cannot carry whitespace: such an entry
+    // could never authenticate (often a space where a comma was meant, or after the colon).
+    if (/\s/.test(key)) throw new ConfigError(`invalid configuration:\n  API_KEYS: entry ${i + 1} has whitespace in its key (entries are separated by commas: scope[+scope]:key,scope:key)`);
     if (key.length < 8) throw new ConfigError('invalid configuration:\n  API_KEYS: keys must be at least 8 characters');
     // One key, one entry: a repeat would silently keep only one entry's scopes.
     if (seen.has(key)) throw new ConfigError(`invalid configuration:\n  API_KEYS: entry ${i + 1} repeats an earlier key; give one key all its scopes in one entry (scope+scope:key)`);
     seen.add(key);
     return { key, scopes: new Set(scopes as Scope[]) };
   });
+}
+
+function isRedisUrl(value: string): boolean {
+  try {
+    return new URL(value).hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+/** A value as an error message may show it: a Redis URL's password is masked. */
+function shown(name: string, value: string | undefined): string | undefined {
+  if (name === 'REDIS_URL' && value) return value.replace(/^(rediss?:\/\/[^:@/]*:)[^@/]*@/, '$1***@');
+  return value;
 }

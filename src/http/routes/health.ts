@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 
 const Readiness = z.object({
-  status: z.enum(['ready', 'not_ready']),
+  status: z.enum(['ready', 'not_ready', 'shutting_down']).describe('shutting_down: a SIGTERM arrived; requests are still served for SHUTDOWN_GRACE_MS, so take this replica out of rotation'),
   model: z.object({
     loaded: z.boolean(),
     activeVersion: z.string().nullable(),
@@ -24,8 +24,9 @@ export const healthRoutes: FastifyPluginAsyncZod = async (app) => {
   // Ready means a model can answer; Redis being down degrades caching but does not make us unready.
   app.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Readiness, 503: Readiness } } }, async (_req, reply) => {
     const { models, backend } = app.services;
+    const ready = Boolean(models.active) && !app.services.shuttingDown;
     const body = {
-      status: models.active ? ('ready' as const) : ('not_ready' as const),
+      status: app.services.shuttingDown ? ('shutting_down' as const) : models.active ? ('ready' as const) : ('not_ready' as const),
       model: {
         loaded: Boolean(models.active),
         activeVersion: models.active?.id ?? null,
@@ -35,6 +36,6 @@ export const healthRoutes: FastifyPluginAsyncZod = async (app) => {
       backend,
       redis: app.services.redisStatus(),
     };
-    return reply.code(models.active ? 200 : 503).send(body);
+    return reply.code(ready ? 200 : 503).send(body);
   });
 };
