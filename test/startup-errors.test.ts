@@ -57,6 +57,19 @@ describe('startup with a store that cannot be served', () => {
     app = started.app;
     expect(started.lines.some((l) => l.level >= 50 && l.err?.includes('state.json is not readable JSON'))).toBe(true);
   });
+
+  it('a state.json naming a version the store lacks: the error names it and the version served instead, once', async () => {
+    store = copyDefaultStore();
+    writeFileSync(join(store, 'state.json'), JSON.stringify({ active: 'nope-v9', canary: null, history: [] }));
+    const started = await appWithLogs(store);
+    app = started.app;
+    expect((await app.inject({ url: '/readyz' })).json()).toMatchObject({ status: 'ready', model: { activeVersion: BUNDLED_VERSION } });
+    const named = () => started.lines.filter((l) => l.level >= 50 && l.msg.includes('nope-v9'));
+    expect(named()).toHaveLength(1);
+    expect(named()[0].msg).toBe(`the recorded active version nope-v9 is not in this replica's store; serving ${BUNDLED_VERSION} (the newest) instead`);
+    for (let i = 0; i < 3; i++) await app.services.lifecycle.reconcile();
+    expect(named()).toHaveLength(1);
+  });
 });
 
 describe('MODEL_STORE that does not exist', () => {

@@ -255,7 +255,19 @@ export class Lifecycle {
       this.pendingReconcile = false;
       try {
         const state = await this.fleet.read();
-        const active = state.active && this.store.has(state.active) ? state.active : this.store.resolveActive();
+        const recordedMissing = state.active && !this.store.has(state.active) ? state.active : null;
+        const active = recordedMissing || !state.active ? this.store.resolveActive() : state.active;
+        // A replica whose store lacks the fleet's version (a volume not yet synced, a hand-edited
+        // state.json) serves another one: say so, once per missing version, rather than silently.
+        if (recordedMissing !== this.missingActive) {
+          if (recordedMissing) {
+            this.log.error(
+              { recorded: recordedMissing, serving: active ?? null },
+              `the recorded active version ${recordedMissing} is not in this replica's store; ${active ? `serving ${active} (the newest) instead` : 'no model is serving'}`,
+            );
+          }
+          this.missingActive = recordedMissing;
+        }
         if (active) {
           await this.models.serveActive(active).catch((err: Error) => {
             throw new Error(`version ${active} cannot be served: ${err.message}`);
@@ -296,6 +308,8 @@ export class Lifecycle {
   }
 
   canaryConfig: StoreState['canary'] = null;
+  /** The recorded active version this store lacks, as last logged (null: none missing). */
+  private missingActive: string | null = null;
   /** The last reconcile failure logged ('' after a success). */
   private lastReconcileError = '';
   /** Active and canary ids of the incompatible canary last logged by reconcile (logged once, not every poll). */
