@@ -4,7 +4,7 @@ import { existsSync, statSync } from 'node:fs';
 import { ConfigError, type Config } from './config/env.js';
 import { Authenticator } from './http/auth.js';
 import { ScoreCache } from './cache/score-cache.js';
-import { createRedis, redisStatus, waitForRedis } from './cache/redis-client.js';
+import { createRedis, redisStatus, RedisWatch, waitForRedis } from './cache/redis-client.js';
 import { ModelStore } from './registry/model-store.js';
 import { ModelManager } from './registry/model-manager.js';
 import { Scorer } from './inference/scorer.js';
@@ -57,6 +57,8 @@ export async function createServices(config: Config, backend: string, log: Fasti
     const [up] = await Promise.all([waitForRedis(redis, 2000), waitForRedis(cacheRedis, 2000)]);
     if (!up) log.warn('redis not reachable at startup; serving from local state and reconnecting in the background');
   }
+  // Segment writes, fleet state and admin changes use `redis`: a server that stopped answering is down for them too.
+  const watch = redis ? new RedisWatch(redis) : undefined;
   const cache = new ScoreCache(
     { maxEntries: config.CACHE_MAX_ENTRIES, ttlSeconds: config.CACHE_TTL_SECONDS, redisTimeoutMs: config.REDIS_TIMEOUT_MS, admission: config.CACHE_ADMISSION },
     cacheRedis,
@@ -122,14 +124,15 @@ export async function createServices(config: Config, backend: string, log: Fasti
     metrics,
     jobs,
     redis,
-    // A connected Redis whose reads keep timing out is as good as down for the cache.
+    // A connected Redis whose reads keep timing out, or that leaves a PING unanswered, is as good as down.
     redisStatus: () => {
       cache.l2?.probeIfSlow();
       const status = redisStatus(redis, cacheRedis);
-      return status === 'up' && cache.l2?.slow ? 'down' : status;
+      return status === 'up' && (cache.l2?.slow || watch?.hung) ? 'down' : status;
     },
     async close() {
       clearInterval(poll);
+      watch?.stop();
       await jobs.close();
       await scoringJobs.close();
       await segments.close();

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import type { Redis } from 'ioredis';
-import { createRedis, redisStatus } from '../src/cache/redis-client.js';
+import { createRedis, redisStatus, RedisWatch } from '../src/cache/redis-client.js';
 import { freePort, TestRedis } from './helpers/redis-server.js';
 import { until } from './helpers/http.js';
 
@@ -37,5 +37,27 @@ describe('redisStatus', () => {
     expect(await cache.mget('a', 'b')).toEqual([null, null]);
     const nowhere = connect(`redis://127.0.0.1:${await freePort()}`);
     expect(redisStatus(shared, nowhere)).toBe('down');
+  });
+});
+
+describe('RedisWatch', () => {
+  it('says hung while a frozen server leaves its PING unanswered, and recovers once it answers', async () => {
+    const conn = connect(redis.url);
+    await until(() => conn.status === 'ready', 'connection ready');
+    const watch = new RedisWatch(conn, 300, 100);
+    try {
+      await new Promise((r) => setTimeout(r, 250));
+      expect(watch.hung).toBe(false);
+      redis.pause();
+      try {
+        await until(() => watch.hung, 'the watch to notice', 5000);
+        expect(conn.status).toBe('ready'); // the connection alone never shows it
+      } finally {
+        redis.resume();
+      }
+      await until(() => !watch.hung, 'the watch to see answers again', 5000);
+    } finally {
+      watch.stop();
+    }
   });
 });

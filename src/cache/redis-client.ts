@@ -54,3 +54,47 @@ export function redisStatus(...connections: (Redis | undefined)[]): 'up' | 'down
   if (present.length === 0) return 'disabled';
   return present.every((c) => c.status === 'ready') ? 'up' : 'down';
 }
+
+/**
+ * Notices a Redis that is connected but not answering (a frozen or overloaded server), which the
+ * connection status never shows: a PING every `intervalMs`, one at a time. `hung` while one has
+ * waited longer than `timeoutMs`, or since the last one failed, until one is answered.
+ */
+export class RedisWatch {
+  private sentAt = 0;
+  private pending = false;
+  private lastFailed = false;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly timeoutMs = 2000,
+    intervalMs = 1000,
+  ) {
+    this.timer = setInterval(() => this.tick(), intervalMs).unref();
+  }
+
+  get hung(): boolean {
+    return this.redis.status === 'ready' && (this.lastFailed || (this.pending && Date.now() - this.sentAt > this.timeoutMs));
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private tick(): void {
+    if (this.pending || this.redis.status !== 'ready') return;
+    this.pending = true;
+    this.sentAt = Date.now();
+    this.redis.ping().then(
+      () => {
+        this.pending = false;
+        this.lastFailed = false;
+      },
+      () => {
+        this.pending = false;
+        this.lastFailed = true;
+      },
+    );
+  }
+}
