@@ -50,6 +50,13 @@ const per = args.includes('--per') ? Number(args[args.indexOf('--per') + 1]) : 0
 
 for (const file of files) {
   const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
+  // The bench runs the compiled build: name its files as their sources, so buckets and packages
+  // match either way (line numbers stay those of the dist/ file).
+  const dist = `file://${process.cwd()}/dist/`;
+  for (const n of p.nodes) {
+    const url = n.callFrame.url;
+    if (url.startsWith(dist) && url.endsWith('.js')) n.callFrame.url = `file://${process.cwd()}/src/${url.slice(dist.length, -3)}.ts`;
+  }
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);

@@ -12,9 +12,12 @@
  * (same for the bare baseline), BENCH_SLICE (s, 2: length of the interleaved bare/service
  * slices), BENCH_LATENCY_RATE (500), BENCH_BATCH_ROWS (1000), BENCH_BATCH_CONNECTIONS (8),
  * BENCH_FAULT_DURATION (s, 10), BENCH_LIFECYCLE_RATE (req/s during retrain, 1000),
- * BENCH_SWAP_SECONDS (30), BENCH_EXPLAIN_RATE (req/s, 300); the segments phase reads
+ * BENCH_SWAP_SECONDS (30), BENCH_EXPLAIN_RATE (req/s, 300), BENCH_SERVICE_CODE (dist: the
+ * service runs the compiled build, made first with `npm run build`, as `npm start` runs it; src:
+ * from the TypeScript sources through tsx); the segments phase reads
  * SEGMENTS_SCALE_MEMBERS, SEGMENTS_SCALE_PAGES and SEGMENTS_SCALE_FEATURE_USERS (see segments-scale.ts).
  */
+import { spawnSync } from 'node:child_process';
 import { BenchContext, settingsFromEnv } from './lib/context.js';
 import { killAllChildrenSync } from './lib/children.js';
 import { table } from './lib/load.js';
@@ -57,7 +60,12 @@ async function main(): Promise<void> {
   process.on('exit', killAllChildrenSync);
 
   const s = ctx.settings;
-  ctx.log(`bench: phases ${selected.map((p) => p.name).join(', ')}; node ${process.version}; ${s.connections} connections, ${s.warmupSec} s warm-up, ${s.durationSec} s measured; LOG_LEVEL ${s.logLevel}, TF_BACKEND ${s.tfBackend}`);
+  if (s.serviceCode === 'dist') {
+    // The service as production runs it: the compiled build of the current sources.
+    const build = spawnSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' });
+    if (build.status !== 0) throw new Error('npm run build failed: the bench needs the compiled service (or BENCH_SERVICE_CODE=src)');
+  }
+  ctx.log(`bench: phases ${selected.map((p) => p.name).join(', ')}; node ${process.version}; ${s.connections} connections, ${s.warmupSec} s warm-up, ${s.durationSec} s measured; LOG_LEVEL ${s.logLevel}, TF_BACKEND ${s.tfBackend}; service code ${s.serviceCode === 'dist' ? 'dist/ (compiled)' : 'src/ (tsx)'}`);
   const failedPhases: string[] = [];
   try {
     for (const phase of selected) {

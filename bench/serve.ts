@@ -7,8 +7,15 @@
  * cache-miss path was exercised (rows the model scored, L1 size, L2 hits/errors) and the process's
  * CPU time (so CPU per request can be compared with the bare baseline).
  */
-import { buildApp } from '../src/app.js';
-import { loadConfig } from '../src/config/env.js';
+import type * as AppModule from '../src/app.js';
+import type * as EnvModule from '../src/config/env.js';
+
+// The compiled build by default, as `npm start` runs it (bench/run.ts builds it first); with
+// BENCH_SERVICE_CODE=src, the TypeScript sources through tsx, as `npm run dev` does. The code is the
+// same; what differs is startup and the training worker, which from source transpiles its modules.
+const code = process.env.BENCH_SERVICE_CODE === 'src' ? '../src' : '../dist';
+const { buildApp } = (await import(`${code}/app.js`)) as typeof AppModule;
+const { loadConfig } = (await import(`${code}/config/env.js`)) as typeof EnvModule;
 
 const config = loadConfig(process.env);
 const app = await buildApp(config);

@@ -18,6 +18,8 @@ export interface BenchSettings {
   serviceNodeArgs: string[];
   /** Extra node flags for the bare baseline child (BENCH_BARE_NODE_ARGS). */
   bareNodeArgs: string[];
+  /** `dist`: service children run the compiled build, as `npm start` does; `src`: the sources through tsx (BENCH_SERVICE_CODE). */
+  serviceCode: 'dist' | 'src';
 }
 
 export interface Check {
@@ -46,6 +48,7 @@ export function settingsFromEnv(env = process.env): BenchSettings {
     modelStore: env.BENCH_MODEL_STORE || './model-store',
     serviceNodeArgs: (env.BENCH_SERVICE_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
     bareNodeArgs: (env.BENCH_BARE_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+    serviceCode: env.BENCH_SERVICE_CODE === 'src' ? 'src' : 'dist',
   };
 }
 
@@ -111,6 +114,7 @@ export class BenchContext {
         TF_BACKEND: this.settings.tfBackend,
         REDIS_URL: undefined,
         API_KEYS: undefined,
+        BENCH_SERVICE_CODE: this.settings.serviceCode,
         ...env,
       },
     });
