@@ -68,4 +68,13 @@ describe('errors in logs', () => {
     expect(text).not.toContain(SECRET);
     expect(lines.find((l) => l.msg === 'unhandled error')).toMatchObject({ level: 50, err: { type: 'ReplyError', message: 'ERR Error running script' } });
   });
+
+  it('a request refused before routing (malformed URL) gets a line with its status, without the URL (it may name a user)', async () => {
+    lines.length = 0;
+    const res = await app.inject({ url: `/v1/users/${SECRET}%E0%A4%A` });
+    expect(res.statusCode).toBe(400);
+    const text = JSON.stringify(lines);
+    expect(text).not.toContain(SECRET);
+    expect(lines.find((l) => l.msg === 'request refused before routing')).toMatchObject({ level: 30, method: 'GET', route: 'unmatched', status: 400, err: 'FST_ERR_BAD_URL' });
+  });
 });

@@ -96,10 +96,12 @@ const ROUTER_ERRORS: Record<string, { error: string; message: string }> = {
 };
 
 /** Router-level errors (malformed URL, over-long path parameter) in the service's error body. */
-export const frameworkErrors = (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void => {
+export const frameworkErrors = (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
   const status = error.statusCode ?? 400;
   const known = ROUTER_ERRORS[error.code];
   const body = known ?? (status >= 500 ? { error: 'internal_error', message: 'internal error' } : { error: 'bad_request', message: error.message });
+  // Refused before routing, so the request-completed log would not run: its line is written here.
+  request.log.info({ method: request.method, route: 'unmatched', status, err: error.code }, 'request refused before routing');
   void reply.code(status).send({ ...body, details: [] });
 };
 
