@@ -2,7 +2,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, write
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTestApp } from './helpers/app.js';
+import { buildTestApp, copyDefaultStore } from './helpers/app.js';
 import { multipart, type FormPart as Part } from './helpers/http.js';
 import { B1, B2, FIXTURE_ROOT, W1, W2, keras2Functional, keras3Functional } from './fixtures/keras/make-fixtures.js';
 import { tf } from '../src/inference/backend.js';
@@ -350,5 +350,28 @@ describe('POST /v1/models/scan', () => {
     const out = await predict(Object.fromEntries(x.map((v, i) => [`x${i + 1}`, v])));
     expect(out.modelVersion).toBe('hand-copied');
     expect(Math.abs(out.probability - expected(standardize(x)))).toBeLessThan(1e-5);
+  });
+});
+
+describe('a store without a recorded active version (no state.json)', () => {
+  it('records the version it serves, so a version imported later waits for an activation instead of taking traffic', async () => {
+    const store = copyDefaultStore();
+    rmSync(path.join(store, 'state.json'));
+    const bare = await buildTestApp({ API_KEYS, MODEL_STORE: store });
+    try {
+      await bare.ready();
+      expect(bare.services.models.active?.id).toBe('shoppers-mlp-v1');
+      const state = JSON.parse(readFileSync(path.join(store, 'state.json'), 'utf8'));
+      expect(state.active).toBe('shoppers-mlp-v1');
+      expect(state.history.at(-1)).toMatchObject({ action: 'activate', version: 'shoppers-mlp-v1', previous: null, by: 'service' });
+      const res = await upload(fixtureParts(keras3Functional(), numericSpec(), [{ name: 'id', value: 'newer-import' }]), ADMIN, bare);
+      expect(res.statusCode, res.body).toBe(201);
+      await bare.services.lifecycle.reconcile();
+      expect(bare.services.models.active?.id).toBe('shoppers-mlp-v1');
+      expect((await bare.inject({ url: '/readyz' })).json().model.activeVersion).toBe('shoppers-mlp-v1');
+    } finally {
+      await bare.close();
+      rmSync(store, { recursive: true, force: true });
+    }
   });
 });

@@ -272,6 +272,7 @@ export class Lifecycle {
           await this.models.serveActive(active).catch((err: Error) => {
             throw new Error(`version ${active} cannot be served: ${err.message}`);
           });
+          if (!state.active) await this.adopt(active);
         }
         let canary = state.canary && this.store.has(state.canary.version) ? state.canary : null;
         // Changes made here never write such a state, but one written otherwise (an older replica,
@@ -305,6 +306,25 @@ export class Lifecycle {
       this.lastReconcileError = '';
     });
     return this.reconciling;
+  }
+
+  /**
+   * Records the version served by default (no active version was recorded: a store without
+   * state.json) as the active one. Otherwise "the newest version" would move to each version
+   * imported, scanned or retrained later, and serve it without anyone activating it.
+   */
+  private async adopt(id: string): Promise<void> {
+    try {
+      await this.fleet.update((s) => {
+        if (s.active) return; // activated meanwhile (here or on another replica)
+        s.active = id;
+        s.history.push({ at: new Date().toISOString(), action: 'activate', version: id, previous: null, by: 'service', reason: 'no active version was recorded: serving the newest, recorded so later versions wait for an activation' });
+      });
+      this.log.info({ version: id }, 'no active version was recorded; recorded the one served');
+    } catch (err) {
+      // Redis down: served all the same, recorded at a later reconcile.
+      this.log.warn({ err: (err as Error).message, version: id }, 'could not record the version served as active; will retry');
+    }
   }
 
   canaryConfig: StoreState['canary'] = null;
