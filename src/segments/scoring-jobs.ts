@@ -24,6 +24,8 @@ export interface ScoringJobView {
   rowsDone: number;
   scored: number;
   invalid: number;
+  /** Membership records lost while the job ran (the store failed or hung; logged with the reason). */
+  recordsDropped: number;
   errors: { row: number; path: string; message: string }[];
   segments: Record<string, number>;
   createdAt: string;
@@ -174,6 +176,7 @@ export class ScoringJobs extends EventEmitter {
       rowsDone: 0,
       scored: 0,
       invalid: 0,
+      recordsDropped: 0,
       errors: [],
       segments: {},
       createdAt: new Date().toISOString(),
@@ -226,16 +229,22 @@ export class ScoringJobs extends EventEmitter {
         }
       }
       view.rowsDone += rows.length;
+      // At the store's pace: scoring outruns per-user writes (see SegmentService.backpressure).
+      await this.segments.backpressure();
+      view.recordsDropped = this.segments.dropped - droppedBefore;
       emit();
     };
+    let droppedBefore = 0;
 
     queueMicrotask(async () => {
       view.status = 'running';
       view.startedAt = new Date().toISOString();
+      droppedBefore = this.segments.dropped;
       emit();
       try {
         await run(view, emitChunk);
         await this.segments.flush();
+        view.recordsDropped = this.segments.dropped - droppedBefore;
         view.status = 'succeeded';
       } catch (err) {
         if (err instanceof Cancelled) view.status = 'cancelled';

@@ -21,10 +21,12 @@ export interface SegmentSummary {
 
 /**
  * Membership records that may wait on the store at once (about 20 MB); a batch that would go past
- * it is dropped. Far above what a store that answers ever has waiting (a 10,000-row batch request
- * is 10,000), so this only acts when the store hangs.
+ * it is dropped. Bulk producers (audience jobs, batch requests with userIds) wait at HIGH_WATER
+ * (see backpressure), so this acts when single predictions alone outrun the store, or it hangs.
  */
 const MAX_PENDING_RECORDS = 50_000;
+/** Records waiting on the store past which bulk producers wait for it (backpressure). */
+const HIGH_WATER = 20_000;
 const MAX_RULE_SEGMENTS = 100;
 /**
  * Longest close() waits for queued membership writes (less when flushWaitMs is shorter). Shutdown
@@ -162,6 +164,19 @@ export class SegmentService {
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => void this.flush());
+    }
+  }
+
+  /**
+   * Resolves once fewer than HIGH_WATER records wait on the store (at once when they do). Bulk
+   * producers await it after each chunk, so they go at the store's pace: per-user writes are
+   * slower than scoring, and without it a 150,000-row upload overflowed MAX_PENDING_RECORDS and
+   * lost a fifth of its records on a healthy Redis. Bounded: every write settles within
+   * REDIS_COMMAND_TIMEOUT_MS, stored or dropped.
+   */
+  async backpressure(): Promise<void> {
+    while (this.pendingRecords + this.buffer.length > HIGH_WATER) {
+      await (this.buffer.length ? this.flush() : this.flushing);
     }
   }
 

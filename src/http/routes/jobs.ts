@@ -117,6 +117,7 @@ const ScoringJob = z
     rowsDone: z.number(),
     scored: z.number(),
     invalid: z.number(),
+    recordsDropped: z.number().describe('membership records not stored while the job ran (the store failed or hung; the service log says why)'),
     errors: z.array(z.object({ row: z.number(), path: z.string(), message: z.string() })),
     segments: z.record(z.string(), z.number()).describe('memberships assigned by this job, per segment'),
     createdAt: z.string(),

@@ -45,7 +45,17 @@ function requestIssues(request: FastifyRequest, skip: (path: readonly PropertyKe
 const stringOrUndefined = (v: unknown) => (typeof v === 'string' ? v : undefined);
 
 export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
-  const { scorer, auth, config } = app.services;
+  const { scorer, auth, config, segments } = app.services;
+  /**
+   * A batch with userIds puts up to BATCH_MAX_INSTANCES membership records on the store's queue:
+   * its answer waits while the store is behind (SegmentService.backpressure), so a client sending
+   * batch after batch goes at the store's pace instead of having records dropped.
+   */
+  const atStorePace = async <T>(answer: Promise<T>, instances: readonly unknown[]): Promise<T> => {
+    const result = await answer;
+    if (instances.some((i) => typeof (i as { userId?: unknown } | null)?.userId === 'string')) await segments.backpressure();
+    return result;
+  };
 
   app.post(
     '/v1/predict',
@@ -108,7 +118,7 @@ export const predictRoutes: FastifyPluginAsyncZod = async (app) => {
         // The envelope itself is wrong: nothing per-instance to add.
         return scorer.predictMany([], issues);
       }
-      if (issues.length === 0) return scorer.predictMany(instances as PredictInstance[]); // schema-checked shape
+      if (issues.length === 0) return atStorePace(scorer.predictMany(instances as PredictInstance[]), instances); // schema-checked shape
       // An instance that is not an object is reported as such; its missing features would only repeat it.
       const notObjects = new Set(issues.filter((i) => /^instances\[\d+\]$/.test(i.path)).map((i) => `${i.path}.features`));
       const repeats = (path: string) => notObjects.has(path.replace(/^(instances\[\d+\]\.features).*$/, '$1'));
