@@ -374,4 +374,30 @@ describe('a store without a recorded active version (no state.json)', () => {
       rmSync(store, { recursive: true, force: true });
     }
   });
+
+  it('files written with a byte-order mark and CRLF (a Windows editor) import, load and serve', async () => {
+    const store = copyDefaultStore();
+    const own = await buildTestApp({ API_KEYS, MODEL_STORE: store });
+    try {
+      const fx = keras3Functional();
+      const windows = (v: unknown) => Buffer.from('\uFEFF' + JSON.stringify(v, null, 2).replace(/\n/g, '\r\n'));
+      const parts: Part[] = [
+        { name: 'model', value: windows(fx.modelJson), filename: 'model.json' },
+        ...[...fx.files].map(([name, buf]) => ({ name: 'weights', value: buf, filename: name })),
+        { name: 'featureSpec', value: windows(numericSpec()), filename: 'feature-spec.json' },
+        { name: 'id', value: 'bom-import' },
+      ];
+      const res = await upload(parts, ADMIN, own);
+      expect(res.statusCode, res.body).toBe(201);
+      expect((await own.inject({ url: '/v1/models/bom-import', headers: ADMIN })).statusCode).toBe(200);
+      const act = await own.inject({ method: 'POST', url: '/v1/models/bom-import/activate', headers: ADMIN, payload: { reason: 'bom' } });
+      expect(act.statusCode, act.body).toBe(200);
+      const predicted = await own.inject({ method: 'POST', url: '/v1/predict', headers: PREDICT, payload: { features: { x1: 1, x2: 2, x3: 3, x4: 4 } } });
+      expect(predicted.statusCode, predicted.body).toBe(200);
+      expect(predicted.json().modelVersion).toBe('bom-import');
+    } finally {
+      await own.close();
+      rmSync(store, { recursive: true, force: true });
+    }
+  });
 });

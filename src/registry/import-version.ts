@@ -27,6 +27,7 @@ import {
   normalizeModelJson,
 } from './keras-topology.js';
 import { categoryOf } from '../preprocessing/category.js';
+import { parseJsonText } from '../lib/json-text.js';
 
 export interface ImportInput {
   /** model.json exactly as written by tensorflowjs_converter. */
@@ -63,7 +64,7 @@ interface Validated {
 
 function parseJson(buf: Buffer, what: string): { ok: true; value: unknown } | { ok: false; message: string } {
   try {
-    return { ok: true, value: JSON.parse(buf.toString('utf8').replace(/^\uFEFF/, '')) };
+    return { ok: true, value: parseJsonText(buf.toString('utf8')) };
   } catch (err) {
     return { ok: false, message: `${what} is not valid JSON: ${(err as Error).message}` };
   }

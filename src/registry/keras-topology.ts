@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { parseJsonText } from '../lib/json-text.js';
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 type Obj = { [k: string]: Json };
@@ -368,7 +369,7 @@ export async function loadLayersModelFromFiles(
 /** Reads `<dir>/model.json` and the shard files its weightsManifest lists, then loads as above. */
 export async function loadLayersModelFromDir(dir: string): Promise<tf.LayersModel> {
   const root = path.resolve(dir);
-  const modelJson = JSON.parse(await readFile(path.join(root, 'model.json'), 'utf8')) as Obj;
+  const modelJson = parseJsonText<Obj>(await readFile(path.join(root, 'model.json'), 'utf8'));
   const files = new Map<string, Uint8Array | Buffer>();
   const manifest = (Array.isArray(modelJson.weightsManifest) ? modelJson.weightsManifest : []) as unknown as WeightGroup[];
   for (const p of manifest.flatMap((g) => g.paths)) {

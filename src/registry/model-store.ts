@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { buildManifest, verifyManifest, type Manifest } from './manifest.js';
 import { parseFeatureSpec, type FeatureSpec } from '../preprocessing/feature-spec.js';
+import { parseJsonText } from '../lib/json-text.js';
 
 export interface VersionCard {
   id: string;
@@ -62,7 +63,7 @@ export class ModelStore {
   }
 
   readJson<T>(id: string, file: string): T {
-    return JSON.parse(readFileSync(join(this.dir(id), file), 'utf8')) as T;
+    return parseJsonText<T>(readFileSync(join(this.dir(id), file), 'utf8'));
   }
 
   card(id: string): VersionCard {
@@ -131,7 +132,7 @@ export class ModelStore {
     const empty: StoreState = { active: null, canary: null, history: [] };
     if (!existsSync(path)) return empty;
     try {
-      return { ...empty, ...(JSON.parse(readFileSync(path, 'utf8')) as Partial<StoreState>) };
+      return { ...empty, ...parseJsonText<Partial<StoreState>>(readFileSync(path, 'utf8')) };
     } catch (err) {
       throw new Error(`${path} is not readable JSON: ${(err as Error).message}`);
     }
