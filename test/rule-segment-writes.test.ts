@@ -54,6 +54,21 @@ describe.each([{ store: 'memory' as const }, { store: 'redis' as const }])('rule
   const get = (url: string) => app.inject({ url, headers: bearer(KEY.segments) });
   const codes = (rs: LightMyRequestResponse[]) => rs.map((r) => r.statusCode).sort();
 
+  it("a user's record stops listing a rule once it is deleted, and does not list it again when a rule is created under the same id", async () => {
+    expect((await create('r-listed', { score: { gte: 0 } })).statusCode).toBe(201);
+    const res = await app.inject({ method: 'POST', url: '/v1/predict', headers: bearer(KEY.predict), payload: { userId: 'listed-user', features: rows[0] } });
+    expect(res.statusCode).toBe(200);
+    const segmentsOf = async () => (await get('/v1/users/listed-user')).json().segments as string[];
+    expect(await segmentsOf()).toContain('r-listed');
+    expect((await remove('r-listed')).statusCode).toBe(200);
+    expect(await segmentsOf()).not.toContain('r-listed');
+    await new Promise((r) => setTimeout(r, 5)); // created strictly after the user's score
+    expect((await create('r-listed', { score: { gte: 0 } })).statusCode).toBe(201);
+    expect(await segmentsOf()).not.toContain('r-listed');
+    expect((await app.inject({ method: 'POST', url: '/v1/predict', headers: bearer(KEY.predict), payload: { userId: 'listed-user', features: rows[0] } })).statusCode).toBe(200);
+    expect(await segmentsOf()).toContain('r-listed'); // scored again: a member of the new rule
+  });
+
   it('a rule segment deleted under load does not fill up again; created again, it starts empty', async () => {
     expect((await create('r1', { score: { gte: 0 } })).statusCode).toBe(201);
     let stop = false;

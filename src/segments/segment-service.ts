@@ -225,6 +225,21 @@ export class SegmentService {
     return this.store.expire(cutoff, this.segmentIds());
   }
 
+  /**
+   * The segments a user's record lists that still hold them: a record names the segments of its
+   * last scoring, and a rule deleted since (or deleted and created again under its id, empty), or a
+   * persona of a model no longer active, no longer does. Rule updates are not applied to stored
+   * members until they are scored again (see README), so an updated rule still lists them.
+   */
+  currentSegmentsOf(user: { segments: readonly string[]; at: number; version: string }): string[] {
+    const current = new Set(this.definitions().map((d) => d.id));
+    const created = new Map(this.ruleSegments.map((r) => [r.id, Date.parse(r.created)]));
+    const activeVersion = this.models.active?.id;
+    return user.segments.filter(
+      (id) => current.has(id) && !((created.get(id) ?? -Infinity) > user.at) && !(isPersonaSegment(id) && user.version !== activeVersion),
+    );
+  }
+
   async list(): Promise<SegmentSummary[]> {
     return Promise.all(this.definitions().map(async (d) => ({ ...d, size: await this.store.size(d.id), updated: iso(await this.store.updated(d.id)) })));
   }

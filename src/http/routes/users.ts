@@ -30,7 +30,7 @@ export const userRoutes: FastifyPluginAsyncZod = async (app) => {
       await segments.flush();
       const u = await segments.store.user(request.params.userId);
       if (!u) throw notFound(`user ${request.params.userId}`);
-      return { userId: u.userId, probability: u.probability, modelVersion: u.version, scoredAt: new Date(u.at).toISOString(), persona: u.persona, segments: u.segments, featuresRetained: Boolean(u.features) };
+      return { userId: u.userId, probability: u.probability, modelVersion: u.version, scoredAt: new Date(u.at).toISOString(), persona: u.persona, segments: segments.currentSegmentsOf(u), featuresRetained: Boolean(u.features) };
     },
   );
 
