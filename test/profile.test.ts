@@ -17,7 +17,7 @@ describe('segment profile', () => {
   it('a category the population sample missed is not an infinite lift: the segment is part of the population', () => {
     const spec = { specVersion: 1, label: { name: 'y', positive: '1' }, threshold: 0.5, features: [{ name: 'c', type: 'categorical', nullable: false, impute: 'a', vocabulary: ['a', 'b', 'rare'], shares: [0.5, 0.4, 0.1] }] } as never;
     const withC = (userId: string, c: string): UserRecord => ({ ...user(userId, 'v1', null), features: { c } });
-    const members = [withC('m1', 'rare'), withC('m2', 'rare'), withC('m3', 'a'), withC('m4', 'a')];
+    const members = Array.from({ length: 10 }, (_, i) => withC(`m${i}`, i < 5 ? 'rare' : 'a'));
     const population = Array.from({ length: 100 }, (_, i) => withC(`p${i}`, i % 2 ? 'a' : 'b')); // no 'rare' in the sample
     const profile = computeProfile(spec, members, population, { size: 50, scoredUsers: 1000 }, 'v1');
     const rare = profile.features!.find((f) => f.feature === 'c')!.categories!.find((c) => c.value === 'rare')!;
@@ -47,5 +47,21 @@ describe('segment profile', () => {
     expect(profile.distinctive!.find((d) => d.feature === 'month')!.text).toBe('month = May: 0% vs 40% overall');
     // Small rates keep three significant figures instead of rounding to the same 0.04.
     expect(profile.distinctive!.find((d) => d.feature === 'rate')!.text).toBe('rate: mean 0.0372 vs 0.0396 overall');
+  });
+
+  it('withholds feature statistics when fewer than 10 members have kept features (no member can be read off), keeps scores', () => {
+    const spec = { specVersion: 1, label: { name: 'y', positive: '1' }, threshold: 0.5, features: [{ name: 'x', type: 'numeric', nullable: false, impute: 0, mean: 0, std: 1 }] } as never;
+    const withX = (userId: string, x: number): UserRecord => ({ ...user(userId, 'v1', null), probability: 0.9, features: { x } });
+    const population = Array.from({ length: 100 }, (_, i) => withX(`p${i}`, i));
+    for (const n of [1, 9]) {
+      const profile = computeProfile(spec, population.slice(0, n), population, { size: n, scoredUsers: 100 }, 'v1');
+      expect(profile.features, `${n} members`).toBeUndefined();
+      expect(profile.distinctive).toBeUndefined();
+      expect(profile.featuresWithheld).toMatch(/fewer than 10 members/);
+      expect(profile.score.mean).toBeCloseTo(0.9, 10);
+    }
+    const ten = computeProfile(spec, population.slice(0, 10), population, { size: 10, scoredUsers: 100 }, 'v1');
+    expect(ten.features?.[0].numeric?.segment.mean).toBeCloseTo(4.5, 10);
+    expect(ten.featuresWithheld).toBeUndefined();
   });
 });

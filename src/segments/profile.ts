@@ -22,8 +22,10 @@ export interface Profile {
   shareOfScoredUsers: number;
   sample: { members: number; population: number; sampled: boolean };
   score: { mean: number; median: number; histogram: { bin: string; count: number }[] };
-  /** Absent when no sampled member has kept features (FEATURE_RETENTION=off): scores and personas only. */
+  /** Absent when no sampled member has kept features (FEATURE_RETENTION=off), or when too few have (see featuresWithheld). */
   features?: FeatureProfile[];
+  /** Why feature statistics are absent although members have kept features. */
+  featuresWithheld?: string;
   distinctive?: { feature: string; distinctiveness: number; text: string }[];
   personas: { id: number; share: number }[];
 }
@@ -33,6 +35,13 @@ export interface Profile {
  * difference: |mean_seg − mean_pop| / std_pop for numerics, and for categories the largest
  * |share_seg − share_pop| / sqrt(share_pop·(1 − share_pop)) over values.
  */
+/**
+ * Fewest members with kept features for which feature statistics are shown. Below it a profile
+ * would give away individuals' behaviour (a 1-member segment's "mean" is that user's value), which
+ * the API otherwise never returns; a rule narrow enough can isolate anyone.
+ */
+export const MIN_PROFILE_MEMBERS = 10;
+
 export function computeProfile(
   spec: FeatureSpec | null,
   members: UserRecord[],
@@ -45,7 +54,9 @@ export function computeProfile(
   const histogram = Array.from({ length: 10 }, (_, b) => ({ bin: `${(b / 10).toFixed(1)}-${((b + 1) / 10).toFixed(1)}`, count: 0 }));
   for (const p of probs) histogram[Math.min(9, Math.floor(p * 10))].count++;
 
-  const withFeatures = members.filter((m) => m.features);
+  const withKept = members.filter((m) => m.features);
+  const withheld = withKept.length > 0 && withKept.length < MIN_PROFILE_MEMBERS;
+  const withFeatures = withheld ? [] : withKept;
   const popWithFeatures = population.filter((m) => m.features);
   const features: FeatureProfile[] = [];
   /** Per categorical feature, the value its distinctiveness comes from (the text names that one). */
@@ -111,6 +122,7 @@ export function computeProfile(
     sample: { members: members.length, population: population.length, sampled: members.length < counts.size || population.length < counts.scoredUsers },
     score: { mean: probs.length ? probs.reduce((a, b) => a + b, 0) / probs.length : 0, median: quantile(probs, 0.5), histogram },
     ...(withFeatures.length ? { features, distinctive } : {}),
+    ...(withheld ? { featuresWithheld: `fewer than ${MIN_PROFILE_MEMBERS} members with kept features: feature statistics are withheld so that no member's values can be read off` } : {}),
     personas: [...personaCounts].map(([id, n]) => ({ id, share: n / Math.max(1, members.length) })).sort((a, b) => b.share - a.share),
   };
 }
