@@ -284,7 +284,21 @@ export class FleetState {
   }
 }
 
-function trimmed(state: StoreState): StoreState {
-  state.history = state.history.slice(-HISTORY_LIMIT);
+const ACTIVE_CHANGES = new Set(['activate', 'rollback', 'promote']);
+
+/**
+ * The last HISTORY_LIMIT entries, and the entry that made the active version active even when it is
+ * older: rollback finds its target there, and a canary ramped up and down many times would
+ * otherwise push it out.
+ */
+export function trimmed(state: StoreState): StoreState {
+  if (state.history.length <= HISTORY_LIMIT) return state;
+  const kept = state.history.slice(-HISTORY_LIMIT);
+  const madeActive = (h: StoreState['history'][number]) => h.version === state.active && h.previous !== state.active && ACTIVE_CHANGES.has(h.action);
+  if (!kept.some(madeActive)) {
+    const entry = state.history.slice(0, -HISTORY_LIMIT).findLast(madeActive);
+    if (entry) kept.unshift(entry);
+  }
+  state.history = kept;
   return state;
 }
