@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { isPersonaSegment, type Bands, type RuleSegment } from './definitions.js';
 import {
-  comesAfter,
   decodeCursor,
   encodeCursor,
   type ErasureReport,
@@ -14,41 +13,80 @@ import {
 } from './membership-store.js';
 
 /**
- * KEYS[1] segment set; ARGV: max score (inclusive; the cursor's score text), min score, cursor
- * member ('' for none), page size, 'csv' | 'ndjson'. Members tied with the cursor's score are
- * skipped up to and including the cursor member (REV order puts ties in descending member order).
+ * Where a keyset page starts, in a sorted set read in REV order (score descending, ties in
+ * descending byte order of member): the index just after the cursor (score text, member), found in
+ * O(log N) rather than by skipping the cursor's ties one by one, which made a segment of many equal
+ * scores (identical bounce sessions) quadratic to page through and blocked Redis for seconds. The
+ * cursor member is usually still there with its score (ZREVRANK); if it moved or left, a binary
+ * search among the members tied at the cursor's score finds the first one after it.
  */
-const EXPORT_PAGE = String.raw`
-local key, maxs, mins, cmember, limit, fmt = KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local out, n, offset, lastm, lasts = {}, 0, 0, '', ''
--- Byte order, as sorted sets order members: Lua's own >= follows the server's locale (strcoll).
+const PAGE_START = String.raw`
 local function bytes_ge(a, b)
+  -- Byte order, as sorted sets order members: Lua's own >= follows the server's locale (strcoll).
   for i = 1, math.min(#a, #b) do
     local x, y = string.byte(a, i), string.byte(b, i)
     if x ~= y then return x > y end
   end
   return #a >= #b
 end
-while n < limit do
-  local batch = redis.call('ZRANGE', key, maxs, mins, 'BYSCORE', 'REV', 'LIMIT', offset, 1000, 'WITHSCORES')
-  for i = 1, #batch, 2 do
-    local m, s = batch[i], batch[i + 1]
-    if not (cmember ~= '' and s == maxs and bytes_ge(m, cmember)) then
-      if fmt == 'csv' then
-        local cell = m
-        -- Formula-like ids get an apostrophe (see csvCell in routes/segments.ts).
-        if string.find(cell, '^[=+@\t\r%-]') then cell = "'" .. cell end
-        if string.find(cell, '[",\r\n]') then cell = '"' .. (string.gsub(cell, '"', '""')) .. '"' end
-        out[#out + 1] = cell .. ',' .. s .. '\n'
-      else
-        out[#out + 1] = '{"userId":' .. cjson.encode(m) .. ',"score":' .. s .. '}\n'
-      end
-      n, lastm, lasts = n + 1, m, s
-      if n >= limit then break end
-    end
+local function page_start(key, cscore, cmember)
+  if cmember == '' then
+    if cscore == '+inf' then return 0 end
+    return redis.call('ZCOUNT', key, '(' .. cscore, '+inf')
   end
-  if #batch < 2000 then break end
-  offset = offset + 1000
+  local now = redis.call('ZSCORE', key, cmember)
+  if now and tonumber(now) == tonumber(cscore) then return redis.call('ZREVRANK', key, cmember) + 1 end
+  local lo = redis.call('ZCOUNT', key, '(' .. cscore, '+inf')
+  local hi = lo + redis.call('ZCOUNT', key, cscore, cscore)
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local m = redis.call('ZRANGE', key, mid, mid, 'REV')[1]
+    if bytes_ge(m, cmember) then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+`;
+
+/**
+ * One member page: KEYS[1] segment set; ARGV: cursor score text ('+inf' for none), cursor member
+ * ('' for none), min score (inclusive, '-inf' for none), how many. Returns member, score, … .
+ */
+const MEMBER_PAGE = String.raw`${PAGE_START}
+local key, cscore, cmember, mins, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local from = page_start(key, cscore, cmember)
+local batch = redis.call('ZRANGE', key, from, from + limit - 1, 'REV', 'WITHSCORES')
+local out = {}
+for i = 1, #batch, 2 do
+  if tonumber(batch[i + 1]) < mins then break end
+  out[#out + 1] = batch[i]
+  out[#out + 1] = batch[i + 1]
+end
+return out
+`;
+
+/**
+ * One export page rendered in Redis: KEYS[1] segment set; ARGV: cursor score text ('+inf' for
+ * none), cursor member ('' for none), min score, page size, 'csv' | 'ndjson'. Returns the text, the
+ * last member and its score, and how many.
+ */
+const EXPORT_PAGE = String.raw`${PAGE_START}
+local key, cscore, cmember, mins, limit, fmt = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local from = page_start(key, cscore, cmember)
+local out, n, lastm, lasts = {}, 0, '', ''
+local batch = redis.call('ZRANGE', key, from, from + limit - 1, 'REV', 'WITHSCORES')
+for i = 1, #batch, 2 do
+  local m, s = batch[i], batch[i + 1]
+  if tonumber(s) < mins then break end
+  if fmt == 'csv' then
+    local cell = m
+    -- Formula-like ids get an apostrophe (see csvCell in routes/segments.ts).
+    if string.find(cell, '^[=+@\t\r%-]') then cell = "'" .. cell end
+    if string.find(cell, '[",\r\n]') then cell = '"' .. (string.gsub(cell, '"', '""')) .. '"' end
+    out[#out + 1] = cell .. ',' .. s .. '\n'
+  else
+    out[#out + 1] = '{"userId":' .. cjson.encode(m) .. ',"score":' .. s .. '}\n'
+  end
+  n, lastm, lasts = n + 1, m, s
 end
 return { table.concat(out), lastm, lasts, n }
 `;
@@ -374,39 +412,35 @@ export class RedisMembershipStore implements MembershipStore {
     return this.redis as unknown as { segmentExportPageBuffer(...args: (string | number)[]): Promise<unknown> };
   }
 
+  /** The member page script (see MEMBER_PAGE), registered like the exporter. */
+  private get pager(): { segmentMemberPage(...args: (string | number)[]): Promise<unknown> } {
+    const r = this.redis as unknown as Record<string, unknown>;
+    if (typeof r.segmentMemberPage !== 'function') this.redis.defineCommand('segmentMemberPage', { numberOfKeys: 1, lua: MEMBER_PAGE });
+    return this.redis as unknown as { segmentMemberPage(...args: (string | number)[]): Promise<unknown> };
+  }
+
   async *exportChunks(segmentId: string, format: 'csv' | 'ndjson', minScore?: number, pageSize = 5000): AsyncGenerator<Buffer> {
-    let max = '+inf';
+    let score = '+inf';
     let member = '';
     const min = minScore === undefined ? '-inf' : String(minScore);
     for (;;) {
-      const [chunk, lastMember, lastScore, n] = (await this.exporter.segmentExportPageBuffer(K.seg(segmentId), max, min, member, pageSize, format)) as [Buffer, Buffer, Buffer, number];
+      const [chunk, lastMember, lastScore, n] = (await this.exporter.segmentExportPageBuffer(K.seg(segmentId), score, member, min, pageSize, format)) as [Buffer, Buffer, Buffer, number];
       if (Number(n) > 0) yield chunk;
       if (Number(n) < pageSize) return;
-      max = lastScore.toString();
+      score = lastScore.toString();
       member = lastMember.toString();
     }
   }
 
   async page(segmentId: string, q: PageQuery) {
-    const key = K.seg(segmentId);
-    const min = q.minScore === undefined ? '-inf' : String(q.minScore);
     const cursor = q.cursor ? decodeCursor(q.cursor) : null;
-    const max = cursor ? String(cursor.score) : '+inf';
-    // Ties at the cursor's score are skipped by comparing userIds; widen the window until a page fills.
-    let window = q.limit + 1 + (cursor ? 32 : 0);
-    for (;;) {
-      const raw = await this.redis.zrange(key, max, min, 'BYSCORE', 'REV', 'LIMIT', 0, window, 'WITHSCORES');
-      const all: Member[] = [];
-      for (let i = 0; i < raw.length; i += 2) all.push({ userId: raw[i], score: Number(raw[i + 1]) });
-      const after = cursor ? all.filter((m) => comesAfter(m, cursor)) : all;
-      const exhausted = all.length < window;
-      if (after.length > q.limit || exhausted) {
-        const members = after.slice(0, q.limit);
-        const more = after.length > q.limit;
-        return { members, nextCursor: more ? encodeCursor(members[members.length - 1]) : null };
-      }
-      window *= 4;
-    }
+    const min = q.minScore === undefined ? '-inf' : String(q.minScore);
+    // One more than asked: whether there is a next page.
+    const raw = (await this.pager.segmentMemberPage(K.seg(segmentId), cursor ? String(cursor.score) : '+inf', cursor?.userId ?? '', min, q.limit + 1)) as string[];
+    const all: Member[] = [];
+    for (let i = 0; i < raw.length; i += 2) all.push({ userId: raw[i], score: Number(raw[i + 1]) });
+    const members = all.slice(0, q.limit);
+    return { members, nextCursor: all.length > q.limit ? encodeCursor(members[members.length - 1]) : null };
   }
 
   size(segmentId: string) {
