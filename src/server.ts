@@ -63,7 +63,8 @@ async function main() {
     // are still served, each answer with Connection: close. Keep-alive clients then reconnect (to
     // another replica) instead of having an idle connection cut as they send on it, which is what
     // closing the server at once does to one request per connection under load.
-    const graceMs = Math.min(config.SHUTDOWN_GRACE_MS, drainMs(config.SHUTDOWN_TIMEOUT_MS));
+    // At most half the drain time: requests in flight when it ends get the other half.
+    const graceMs = Math.min(config.SHUTDOWN_GRACE_MS, drainMs(config.SHUTDOWN_TIMEOUT_MS) / 2);
     app.services.shuttingDown = true;
     app.server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => res.setHeader('connection', 'close'));
     app.log.info({ signal, graceMs }, 'shutting down: readiness says shutting_down; serving the grace period, every answer closing its connection');
