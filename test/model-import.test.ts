@@ -353,7 +353,7 @@ describe('POST /v1/models/scan', () => {
   });
 });
 
-describe('a store without a recorded active version (no state.json)', () => {
+describe('import: a store without a recorded active version, and odd but legal files', () => {
   it('records the version it serves, so a version imported later waits for an activation instead of taking traffic', async () => {
     const store = copyDefaultStore();
     rmSync(path.join(store, 'state.json'));
@@ -399,5 +399,13 @@ describe('a store without a recorded active version (no state.json)', () => {
       await own.close();
       rmSync(store, { recursive: true, force: true });
     }
+  });
+
+  it('weight paths URL-encoded in the manifest (as the converter may write them) find their shards by name', async () => {
+    const fx = keras3Functional();
+    const mj = structuredClone(fx.modelJson) as { weightsManifest: { paths: string[] }[] };
+    for (const g of mj.weightsManifest) g.paths = g.paths.map((p) => p.replace(/-/g, '%2D'));
+    const res = await upload(fixtureParts({ modelJson: mj, files: fx.files }, numericSpec(), [{ name: 'id', value: 'encoded-paths' }]));
+    expect(res.statusCode, res.body).toBe(201);
   });
 });

@@ -315,10 +315,19 @@ export function assertSupportedLayers(modelJson: unknown): void {
 
 /** Manifest path → provided buffer: exact key first, then by file name (manifests hold relative paths). */
 function findShard(files: Map<string, Uint8Array | Buffer>, p: string): Uint8Array {
-  const hit = files.get(p) ?? files.get(path.posix.basename(p));
+  // Manifest paths are URL-encoded relative paths (the converter writes them so); files arrive by name.
+  const hit = files.get(p) ?? files.get(path.posix.basename(p)) ?? files.get(decodedPath(p)) ?? files.get(path.posix.basename(decodedPath(p)));
   if (hit) return hit;
   for (const [k, v] of files) if (path.posix.basename(k.replaceAll('\\', '/')) === path.posix.basename(p)) return v;
   throw new Error(`weight shard "${p}" listed in weightsManifest was not provided`);
+}
+
+function decodedPath(p: string): string {
+  try {
+    return decodeURIComponent(p);
+  } catch {
+    return p;
+  }
 }
 
 /**
