@@ -48,6 +48,17 @@ describe('audience scoring and re-scoring jobs', () => {
     return job(id);
   };
 
+  it('a CSV naming a column twice fails with the name, instead of silently using one of them', async () => {
+    const lines = [['userId', ...columns, 'userId'].join(','), ['dup-1', ...columns.map((c) => String(rows[0][c])), 'dup-2'].join(',')];
+    const { payload, headers } = multipartCsv(lines.join('\n') + '\n');
+    const res = await app.inject({ method: 'POST', url: '/v1/segments/score', payload, headers: { ...headers, authorization: SEG } });
+    expect(res.statusCode, res.body).toBe(202);
+    const done = await finished(res.json().jobId as string);
+    expect(done.status).toBe('failed');
+    expect(done.error).toContain('"userId" more than once');
+    expect(done.scored).toBe(0);
+  });
+
   it('scores a CSV of userId + features in the background and records memberships like /v1/predict', async () => {
     const lines = [['userId', ...columns].join(',')];
     rows.forEach((r, i) => lines.push([`aud-${i}`, ...columns.map((c) => String(r[c]).replace('true', 'TRUE').replace('false', 'FALSE'))].join(',')));

@@ -120,7 +120,7 @@ export class ScoringJobs extends EventEmitter {
     return this.start('score-audience', async (job, emitChunk) => {
       const spec = this.models.active!.spec;
       const delimiter = detectDelimiter(readHead(path, 64 * 1024));
-      const parser = createReadStream(path).pipe(parse({ columns: true, delimiter, bom: true, trim: true, skip_empty_lines: true, skip_records_with_empty_values: true, relax_column_count: true }));
+      const parser = createReadStream(path).pipe(parse({ columns: uniqueColumns, delimiter, bom: true, trim: true, skip_empty_lines: true, skip_records_with_empty_values: true, relax_column_count: true }));
       let rows: JobRow[] = [];
       let n = 0;
       try {
@@ -266,4 +266,13 @@ class Cancelled extends Error {}
 
 function pushError(job: ScoringJobView, e: { row: number; path: string; message: string }) {
   if (job.errors.length < MAX_ERRORS) job.errors.push(e);
+}
+
+/** The header as column names; a name given twice is refused (csv-parse would silently keep the last one's values). */
+function uniqueColumns(header: string[]): string[] {
+  const names = header.map((h) => h.trim());
+  const seen = new Set<string>();
+  const repeated = [...new Set(names.filter((c) => seen.size === seen.add(c).size))];
+  if (repeated.length) throw new Error(`the CSV header names ${repeated.map((c) => JSON.stringify(c)).join(', ')} more than once: which one is meant is ambiguous`);
+  return names;
 }
