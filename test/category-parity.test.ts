@@ -43,6 +43,7 @@ describe('categoryOf', () => {
       ['0x10', '0x10'],
       ['Infinity', 'Infinity'],
       ['1,5', '1,5'],
+      ['1e400', '1e400'],
       [' C ', 'C'],
       ['Nov', 'Nov'],
       ['', ''],

@@ -16,7 +16,9 @@ export function categoryOf(v: string | number): string {
   if (typeof v === 'number') return String(v);
   const s = v.trim();
   if (!NUMERIC_TEXT.test(s) || hasLeadingZero(s) || digitCount(s) > EXACT_DIGITS) return s;
-  return String(Number(s));
+  const n = Number(s);
+  // "1e400" is no number a request can send (JSON numbers are finite doubles): it stays text.
+  return Number.isFinite(n) ? String(n) : s;
 }
 
 function hasLeadingZero(s: string): boolean {
