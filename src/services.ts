@@ -103,7 +103,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
       .catch((err) => log.warn({ err: (err as Error).message }, 'could not empty persona segments'))
       .then(() => {
         if (config.FEATURE_RETENTION === 'off') return;
-        const job = scoringJobs.rescoreAll();
+        const job = scoringJobs.rescoreAll(`version ${version} activated (${action})`);
         log.info({ job: job.id, version, action }, 're-scoring users with kept features');
       })
       .catch((err) => log.warn({ err: (err as Error).message }, 'no re-scoring job started'));

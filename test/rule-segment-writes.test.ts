@@ -5,7 +5,7 @@ import { buildTestApp } from './helpers/app.js';
 import { TestRedis } from './helpers/redis-server.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
 import { expectError, until } from './helpers/http.js';
-import { API_KEYS, KEY, bearer } from './helpers/segments.js';
+import { API_KEYS, KEY, bearer, rescoreFinished } from './helpers/segments.js';
 
 const rows = shopperFeatureRows(200);
 const MAX_RULES = 100; // README: "at most 100"
@@ -53,6 +53,38 @@ describe.each([{ store: 'memory' as const }, { store: 'redis' as const }])('rule
   const remove = (id: string) => app.inject({ method: 'DELETE', url: `/v1/segments/${id}`, headers: bearer(KEY.segments) });
   const get = (url: string) => app.inject({ url, headers: bearer(KEY.segments) });
   const codes = (rs: LightMyRequestResponse[]) => rs.map((r) => r.statusCode).sort();
+
+  it('creating or changing a rule re-scores stored users into it: members follow the new definition without new traffic', async () => {
+    const scored = await app.inject({ method: 'POST', url: '/v1/predict', headers: bearer(KEY.predict), payload: { userId: 'stored-user', features: rows[1] } });
+    expect(scored.statusCode).toBe(200);
+    const probability = scored.json().probability as number;
+    await app.services.segments.flush();
+    const memberIds = async (id: string) => ((await get(`/v1/segments/${id}/members?limit=1000`)).json().members as { userId: string }[]).map((m) => m.userId);
+    const created = await create('r-follow', { score: { gte: 0 } });
+    expect(created.statusCode, created.body).toBe(201);
+    expect(created.json().rescoreJob.statusUrl).toBe(`/v1/jobs/${created.json().rescoreJob.jobId}`);
+    await rescoreFinished(app, created);
+    expect(await memberIds('r-follow')).toContain('stored-user');
+    const changed = await update('r-follow', { score: { gt: probability } });
+    expect(changed.statusCode, changed.body).toBe(200);
+    await rescoreFinished(app, changed);
+    expect(await memberIds('r-follow')).not.toContain('stored-user');
+    expect((await get('/v1/users/stored-user')).json().segments).not.toContain('r-follow');
+    // Readable by the key that changed the rule.
+    expect((await get(changed.json().rescoreJob.statusUrl)).json()).toMatchObject({ kind: 'rescore', status: 'succeeded' });
+  });
+
+  it('rapid changes run one re-score: a newer one cancels a re-score still running', async () => {
+    const instances = rows.slice(0, 50).map((features, i) => ({ userId: `rapid-${i}`, features }));
+    expect((await app.inject({ method: 'POST', url: '/v1/predict/batch', headers: bearer(KEY.predict), payload: { instances } })).statusCode).toBe(200);
+    await app.services.segments.flush();
+    const jobs = app.services.scoringJobs;
+    const first = jobs.rescoreAll('rule segment a changed');
+    const second = jobs.rescoreAll('rule segment b changed');
+    await until(() => ['succeeded', 'failed', 'cancelled'].includes(jobs.get(second.id).status), 'the newer re-score to finish', 30_000);
+    expect(jobs.get(second.id).status).toBe('succeeded');
+    expect(jobs.get(first.id)).toMatchObject({ status: 'cancelled', error: 'superseded: rule segment b changed' });
+  });
 
   it("a user's record stops listing a rule once it is deleted, and does not list it again when a rule is created under the same id", async () => {
     expect((await create('r-listed', { score: { gte: 0 } })).statusCode).toBe(201);
@@ -136,7 +168,8 @@ describe.each([{ store: 'memory' as const }, { store: 'redis' as const }])('rule
       const won = a.statusCode === 201 ? a : b;
       expect(expectError(won === a ? b : a, 409, 'conflict').message).toContain('already exists');
       const stored = (await app.services.segments.store.rules()).filter((r) => r.id === id);
-      expect(stored).toEqual([won.json()]);
+      const { rescoreJob: _job, ...definition } = won.json();
+      expect(stored).toEqual([definition]);
     }
   });
 

@@ -27,6 +27,7 @@ import {
   type Row,
   type RuleCase,
   expectFormulaIdsDefused,
+  rescoreFinished,
 } from './helpers/segments.js';
 
 const N_USERS = 10_000;
@@ -237,9 +238,14 @@ describe('rule definitions (Redis): the periodic refresh keeps unchanged rules a
     await app.services.segments.refreshDefinitions();
     expect(rules().find((r) => r.id === 'refresh-kept')).toBe(before);
     rules().filter((r) => r.id !== 'refresh-kept').forEach((r, i) => expect(r).toBe(others[i]));
-    expect((await put('/v1/segments/refresh-kept', { name: 'kept', rule: { feature: 'Month', in: ['Nov'] } }, KEY.segments)).statusCode).toBe(200);
+    const changed = await put('/v1/segments/refresh-kept', { name: 'kept', rule: { feature: 'Month', in: ['Nov'] } }, KEY.segments);
+    expect(changed.statusCode).toBe(200);
     expect(rules().find((r) => r.id === 'refresh-kept')).not.toBe(before);
+    // The change re-scored every stored user under the definitions now in force (bands included).
+    await rescoreFinished(app, changed);
+    expected.rescored();
     expect((await app.inject({ method: 'DELETE', url: '/v1/segments/refresh-kept', headers: bearer(KEY.segments) })).statusCode).toBe(200);
+    await expectSegmentsMatch(app, expected, personaCount);
   });
 });
 

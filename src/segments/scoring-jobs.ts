@@ -148,8 +148,19 @@ export class ScoringJobs extends EventEmitter {
     });
   }
 
-  /** Re-scores every user whose last features are kept, with the model now active. */
-  rescoreAll(): ScoringJobView {
+  /**
+   * Re-scores every user whose last features are kept, with the model now active and the rule
+   * segments now defined (after an activation, or a rule created or changed). A re-score still
+   * running is cancelled: this one covers every user under the newer state, so rapid changes run
+   * one job, not one each.
+   */
+  rescoreAll(reason = 'model activated'): ScoringJobView {
+    for (const j of this.jobs.values()) {
+      if (j.view.kind === 'rescore' && !isTerminal(j.view.status)) {
+        j.cancel = true;
+        j.view.error = `superseded: ${reason}`;
+      }
+    }
     return this.start('rescore', async (_job, emitChunk) => {
       for await (const users of this.segments.store.users(CHUNK)) {
         const withFeatures = users.filter((u) => u.features);

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { expect } from 'vitest';
 import type { FeatureSpec, FeatureValues } from '../../src/preprocessing/feature-spec.js';
 import type { Rule } from '../../src/segments/rules.js';
+import { until } from './http.js';
 
 /**
  * Shared by test/segments.test.ts (embedded store) and test/segments-redis.test.ts (Redis): an
@@ -87,6 +88,16 @@ export class Expected {
     for (const r of this.rules) if (r.matches(features, p.probability)) segments.add(r.id);
     if (p.persona) segments.add(`persona-${p.persona.id}`);
     this.users.set(userId, { userId, probability: p.probability, persona: p.persona?.id ?? null, features, segments });
+  }
+
+  /** After a re-score (a rule created or changed): every stored user's segments under the bands and rules now in force. */
+  rescored(): void {
+    for (const u of this.users.values()) {
+      const segments = new Set<string>([bandOfIndependent(u.probability, this.bands)]);
+      for (const r of this.rules) if (r.matches(u.features, u.probability)) segments.add(r.id);
+      if (u.persona !== null) segments.add(`persona-${u.persona}`);
+      u.segments = segments;
+    }
   }
 
   members(segmentId: string): Map<string, number> {
@@ -353,4 +364,14 @@ export async function expectFormulaIdsDefused(app: FastifyInstance, expected: Ex
   const nd = await app.inject({ method: 'GET', url: '/v1/segments/high-intent/export?format=ndjson', headers: bearer(KEY.segments) });
   const exported = new Set(parseNdjsonExport(nd.body).map((m) => m.userId));
   for (const id of ids) expect(exported, id).toContain(id);
+}
+
+/** Waits for the re-score job a rule change started (named in its answer) to finish. */
+export async function rescoreFinished(app: FastifyInstance, answer: { json(): unknown }): Promise<void> {
+  const job = (answer.json() as { rescoreJob: { jobId: string } | null }).rescoreJob;
+  expect(job).not.toBeNull();
+  const jobs = app.services.scoringJobs;
+  await until(() => ['succeeded', 'failed', 'cancelled'].includes(jobs.get(job!.jobId).status), 'the re-score to finish', 60_000);
+  expect(jobs.get(job!.jobId).status).toBe('succeeded');
+  await app.services.segments.flush();
 }

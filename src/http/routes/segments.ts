@@ -24,6 +24,13 @@ const Segment = z
   })
   .meta({ id: 'Segment' });
 const RuleSegmentBody = z.object({ id: z.string(), name: z.string(), description: z.string().optional(), rule: z.unknown(), created: z.string(), updated: z.string() });
+/** A created or changed rule, with the re-score that applies it to stored users. */
+const RuleSegmentChange = RuleSegmentBody.extend({
+  rescoreJob: z
+    .object({ jobId: z.string(), statusUrl: z.string() })
+    .nullable()
+    .describe('the job re-scoring users with kept features under the new rule, so stored members follow it; null with FEATURE_RETENTION=off (members then follow as users are scored)'),
+});
 const withNotFound = { ...errorResponses, 404: ErrorBody, 409: ErrorBody };
 const PROFILE_SAMPLE = 5000;
 const EXPORT_PAGE = 5000;
@@ -37,7 +44,14 @@ const boundedRule: preValidationHookHandler = (request, _reply, done) => {
 
 /** Marketing API: segment definitions, membership lists, exports and profiles (segments scope). */
 export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
-  const { auth, segments, models } = app.services;
+  const { auth, segments, models, scoringJobs, config } = app.services;
+  /** Applies a rule change to stored users: a re-score under the new definitions (see ScoringJobs.rescoreAll). */
+  const rescoreAfter = (what: string) => {
+    if (config.FEATURE_RETENTION === 'off') return null;
+    const job = scoringJobs.rescoreAll(what);
+    app.log.info({ job: job.id, reason: what }, 're-scoring users with kept features');
+    return { jobId: job.id, statusUrl: `/v1/jobs/${job.id}` };
+  };
   const read = auth.require('segments');
   const admin = auth.require('admin');
 
@@ -70,10 +84,16 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.post(
     '/v1/segments',
-    { onRequest: read, preValidation: boundedRule, attachValidation: true, schema: { tags: ['segments'], summary: 'Create a rule segment', body: RuleSegmentInput, response: { 201: RuleSegmentBody, ...withNotFound, ...bodyErrorResponses } } },
+    {
+      onRequest: read,
+      preValidation: boundedRule,
+      attachValidation: true,
+      schema: { tags: ['segments'], summary: 'Create a rule segment (stored users are re-scored into it by the job named)', body: RuleSegmentInput, response: { 201: RuleSegmentChange, ...withNotFound, ...bodyErrorResponses } },
+    },
     async (request, reply) => {
       refuseWithEveryIssue(request);
-      return reply.code(201).send(await segments.createRule(request.body));
+      const created = await segments.createRule(request.body);
+      return reply.code(201).send({ ...created, rescoreJob: rescoreAfter(`rule segment ${created.id} created`) });
     },
   );
 
@@ -89,15 +109,16 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
       attachValidation: true,
       schema: {
         tags: ['segments'],
-        summary: 'Replace a rule segment (members are re-evaluated as users are scored)',
+        summary: 'Replace a rule segment (stored users are re-scored under it by the job named)',
         params: SegmentId,
         body: z.object({ name: z.string().min(1).max(200), description: z.string().max(2000).optional(), rule: RuleSchema }).strict(),
-        response: { 200: RuleSegmentBody, ...withNotFound, ...bodyErrorResponses },
+        response: { 200: RuleSegmentChange, ...withNotFound, ...bodyErrorResponses },
       },
     },
     async (request) => {
       refuseWithEveryIssue(request);
-      return segments.updateRule(request.params.id, request.body);
+      const updated = await segments.updateRule(request.params.id, request.body);
+      return { ...updated, rescoreJob: rescoreAfter(`rule segment ${updated.id} changed`) };
     },
   );
 
