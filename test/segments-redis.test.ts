@@ -193,7 +193,7 @@ describe('ACCEPTANCE 1 (Redis): 10,000 scored users, every segment equals the in
     expect(await client.zscore('pi:seg:low-intent', userId)).toBeNull();
   });
 
-  it('bands changed at run time (admin only) apply to new predictions', async () => {
+  it('bands changed at run time (admin only) apply to new predictions, and stored users are re-scored into them', async () => {
     const next: Bands = { high: 0.5, medium: 0.2 };
     expectError(await put('/v1/segments/bands', next, KEY.segments), 403, 'forbidden');
     expectError(await put('/v1/segments/bands', next, KEY.predict), 403, 'forbidden');
@@ -201,7 +201,7 @@ describe('ACCEPTANCE 1 (Redis): 10,000 scored users, every segment equals the in
     expectError(await put('/v1/segments/bands', { high: 0.5, medium: 0.6 }, KEY.admin), 400, 'validation_error');
     const res = await put('/v1/segments/bands', next, KEY.admin);
     expect(res.statusCode, res.body).toBe(200);
-    expect(res.json()).toEqual(next);
+    expect(res.json()).toMatchObject(next);
     expect(await getJson<Bands>(app, '/v1/segments/bands')).toEqual(next);
     const high = await getJson<{ bounds: { min: number; max: number } }>(app, '/v1/segments/high-intent');
     expect(high.bounds).toEqual({ min: 0.5, max: 1 });
@@ -213,14 +213,18 @@ describe('ACCEPTANCE 1 (Redis): 10,000 scored users, every segment equals the in
     const wasLow = all.find((u) => u.probability >= 0.2 && u.probability < 0.3)!;
     expect(wasMedium.segments.has('medium-intent')).toBe(true);
     expect(wasLow.segments.has('low-intent')).toBe(true);
+    // Stored users move once the re-score the change started has run.
+    await rescoreFinished(app, res);
+    expected.rescored();
     await scoreUsers(app, expected, [
       { userId: 'bands-high-000001', features: wasMedium.features },
       { userId: 'bands-medium-000001', features: wasLow.features },
     ]);
     expect((await getJson<{ segments: string[] }>(app, '/v1/users/bands-high-000001')).segments).toContain('high-intent');
     expect((await getJson<{ segments: string[] }>(app, '/v1/users/bands-medium-000001')).segments).toContain('medium-intent');
-    // Earlier members keep the band they were scored into until they are scored again.
-    expect((await getJson<{ segments: string[] }>(app, `/v1/users/${wasMedium.userId}`)).segments).toContain('medium-intent');
+    // Earlier members were re-scored into the new bands.
+    expect((await getJson<{ segments: string[] }>(app, `/v1/users/${wasMedium.userId}`)).segments).toContain('high-intent');
+    expect((await getJson<{ segments: string[] }>(app, `/v1/users/${wasLow.userId}`)).segments).toContain('medium-intent');
   });
 
   it('after all of that, every segment still equals the independent model', async () => {

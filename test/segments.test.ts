@@ -25,6 +25,7 @@ import {
   type ProfileBody,
   type Row,
   expectFormulaIdsDefused,
+  rescoreFinished,
 } from './helpers/segments.js';
 
 /**
@@ -142,11 +143,14 @@ describe('ACCEPTANCE 1 (embedded store): 1,000 scored users, every segment equal
     expect(raw.headers['cache-control']).toBe('no-store'); // personal data
   });
 
-  it('bands changed at run time (admin only) apply to new predictions', async () => {
+  it('bands changed at run time (admin only) apply to new predictions, and stored users are re-scored into them', async () => {
     const next: Bands = { high: 0.5, medium: 0.2 };
     expectError(await put('/v1/segments/bands', next, KEY.segments), 403, 'forbidden');
-    expect((await put('/v1/segments/bands', next, KEY.admin)).json()).toEqual(next);
+    const changed = await put('/v1/segments/bands', next, KEY.admin);
+    expect(changed.json()).toMatchObject(next);
+    await rescoreFinished(app, changed);
     expected.bands = next;
+    expected.rescored();
     const wasMedium = [...expected.users.values()].find((u) => u.probability >= 0.5 && u.probability < 0.6)!;
     await scoreUsers(app, expected, [{ userId: 'bands-high-000001', features: wasMedium.features }]);
     expect((await getJson<{ segments: string[] }>(app, '/v1/users/bands-high-000001')).segments).toContain('high-intent');

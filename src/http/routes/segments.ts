@@ -45,7 +45,7 @@ const boundedRule: preValidationHookHandler = (request, _reply, done) => {
 /** Marketing API: segment definitions, membership lists, exports and profiles (segments scope). */
 export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
   const { auth, segments, models, scoringJobs, config } = app.services;
-  /** Applies a rule change to stored users: a re-score under the new definitions (see ScoringJobs.rescoreAll). */
+  /** Applies a rule or band change to stored users: a re-score under the new definitions (see ScoringJobs.rescoreAll). */
   const rescoreAfter = (what: string) => {
     if (config.FEATURE_RETENTION === 'off') return null;
     const job = scoringJobs.rescoreAll(what);
@@ -75,10 +75,18 @@ export const segmentRoutes: FastifyPluginAsyncZod = async (app) => {
 
   app.put(
     '/v1/segments/bands',
-    { onRequest: admin, schema: { tags: ['segments'], summary: 'Change score-band thresholds (applies to predictions from now on)', body: BandsSchema, response: { 200: BandsSchema, ...errorResponses, ...bodyErrorResponses } } },
+    {
+      onRequest: admin,
+      schema: {
+        tags: ['segments'],
+        summary: 'Change score-band thresholds (stored users are re-scored into the new bands by the job named)',
+        body: BandsSchema,
+        response: { 200: BandsSchema.extend({ rescoreJob: RuleSegmentChange.shape.rescoreJob }), ...errorResponses, ...bodyErrorResponses },
+      },
+    },
     async (request) => {
       await segments.setBands(request.body);
-      return segments.currentBands;
+      return { ...segments.currentBands, rescoreJob: rescoreAfter('score bands changed') };
     },
   );
 
