@@ -150,7 +150,7 @@ export class ScoringJobs extends EventEmitter {
 
   /**
    * Re-scores every user whose last features are kept, with the model now active and the rule
-   * segments now defined (after an activation, or a rule created or changed). A re-score still
+   * segments and bands now defined (after an activation, or a change of rules or bands). A re-score still
    * running is cancelled: this one covers every user under the newer state, so rapid changes run
    * one job, not one each.
    */
@@ -200,6 +200,8 @@ export class ScoringJobs extends EventEmitter {
     this.prune();
     const emit = () => this.emit('job', { type: 'status', jobId: id, job: structuredClone(view) });
 
+    /** Membership drops counted when the job started: the job reports those after. */
+    let droppedBefore = 0;
     const emitChunk = async (rows: JobRow[]) => {
       if (entry.cancel) throw new Cancelled();
       await new Promise((r) => setImmediate(r)); // let requests through between chunks
@@ -245,7 +247,6 @@ export class ScoringJobs extends EventEmitter {
       view.recordsDropped = this.segments.dropped - droppedBefore;
       emit();
     };
-    let droppedBefore = 0;
 
     queueMicrotask(async () => {
       view.status = 'running';

@@ -24,12 +24,12 @@ const Segment = z
   })
   .meta({ id: 'Segment' });
 const RuleSegmentBody = z.object({ id: z.string(), name: z.string(), description: z.string().optional(), rule: z.unknown(), created: z.string(), updated: z.string() });
-/** A created or changed rule, with the re-score that applies it to stored users. */
+/** A created or changed rule (or bands), with the re-score that applies it to stored users. */
 const RuleSegmentChange = RuleSegmentBody.extend({
   rescoreJob: z
     .object({ jobId: z.string(), statusUrl: z.string() })
     .nullable()
-    .describe('the job re-scoring users with kept features under the new rule, so stored members follow it; null with FEATURE_RETENTION=off (members then follow as users are scored)'),
+    .describe('the job re-scoring users with kept features under the new definitions, so stored members follow them; null with FEATURE_RETENTION=off (members then follow as users are scored)'),
 });
 const withNotFound = { ...errorResponses, 404: ErrorBody, 409: ErrorBody };
 const PROFILE_SAMPLE = 5000;
