@@ -76,3 +76,16 @@ describe('DenseChainGradient.exactPathGradient', () => {
     });
   }
 });
+
+describe('DenseChainGradient.logitAt', () => {
+  it('is the chain\'s pre-sigmoid output, also where the probability saturates (weights ×20: logits in the tens)', () => {
+    fc.assert(
+      fc.property(chain(7, [{ size: 8, activation: 'relu' }, { size: 5, activation: 'relu' }]), point(7), fc.constantFrom(1, 20), (layers, x, scale) => {
+        const scaled = layers.map((l) => ({ ...l, w: l.w.map((v) => v * scale), b: l.b.map((v) => v * scale) }));
+        const expected = logit(scaled, x);
+        expect(Math.abs(new DenseChainGradient(steps(scaled)).logitAt(x) - expected)).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(expected)));
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

@@ -129,6 +129,18 @@ export class DenseChainGradient {
     return total;
   }
 
+  /** The chain's pre-sigmoid output at `x`, in doubles: the logit its probability is the sigmoid of. */
+  logitAt(xIn: Float32Array): number {
+    let h = Float64Array.from(xIn);
+    for (let li = 0; li < this.layers.length; li++) {
+      const out = new Float64Array(this.layers[li].outSize);
+      this.affine(li, h, out, true);
+      if (this.layers[li].relu) for (let o = 0; o < out.length; o++) if (out[o] < 0) out[o] = 0;
+      h = out;
+    }
+    return h[0];
+  }
+
   private affine(li: number, input: Float64Array, out: Float64Array, withBias: boolean): void {
     const { w, b, inSize, outSize } = this.layers[li];
     for (let o = 0; o < outSize; o++) out[o] = withBias && b ? b[o] : 0;

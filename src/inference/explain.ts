@@ -31,8 +31,10 @@ export function explain(model: LoadedModel, values: FeatureValues, vector: Float
   if (!baseline) baselines.set(model, (baseline = baselineVector(spec, width)));
   const base = baseline;
 
-  // logitDelta is taken against the probability actually returned, and the baseline is scored by the
-  // same serving path, so the reported figures agree with the response exactly.
+  // For dense chains logitDelta is the model's own logit difference, which the contributions add up
+  // to: taken from the returned probability instead, it would be cut off where a float32 probability
+  // saturates (every p within 1e-7 of 1 gave one logitDelta, whatever the input). Otherwise it is
+  // taken against the returned probability, and the baseline is scored by the same serving path.
   const pX = probability;
   let pBase = baselineProbability.get(model);
   if (pBase === undefined) baselineProbability.set(model, (pBase = model.predictSync(base, 1)[0]));
@@ -49,7 +51,9 @@ export function explain(model: LoadedModel, values: FeatureValues, vector: Float
     contributions.push({ feature: f.name, value, contribution: c, text: `${f.name} = ${shown === null ? 'missing' : shown} ${c > 0 ? 'raises' : c < 0 ? 'lowers' : 'does not move'}` });
   }
   contributions.sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
-  return { baselineProbability: pBase, logitDelta: logit(pX) - logit(pBase), method: model.chainGradient ? 'integrated-gradients(exact: piecewise-linear path)' : `integrated-gradients(${STEPS} steps)`, contributions };
+  const chain = model.chainGradient;
+  const logitDelta = chain ? chain.logitAt(vector) - chain.logitAt(base) : logit(pX) - logit(pBase);
+  return { baselineProbability: pBase, logitDelta, method: model.chainGradient ? 'integrated-gradients(exact: piecewise-linear path)' : `integrated-gradients(${STEPS} steps)`, contributions };
 }
 
 /** Mean gradient of logit(p) along the path: plain arithmetic for sigmoid dense chains, else a tfjs gradient tape. */
