@@ -278,3 +278,16 @@ describe('duplicate rows are judged on the columns training uses', () => {
     for (const r of result.testSet.rows) expect(Number(r.id.slice(1)) % 2 === 0 || r.id === 'u121', r.id).toBe(true);
   });
 });
+
+describe('stratifiedSplit with large fractions', () => {
+  it('rounding each split up to one row still leaves every class a training row', () => {
+    const split = stratifiedSplit([1, 1, 1, 0, 0, 0, 0], { validation: 0.5, test: 0.4 }, 1);
+    const labels = [1, 1, 1, 0, 0, 0, 0];
+    expect(split.train.map((i) => labels[i]).sort()).toEqual([0, 1]);
+    expect([...split.train, ...split.validation, ...split.test].sort()).toEqual([0, 1, 2, 3, 4, 5, 6]);
+  });
+
+  it('fractions that leave nothing for training are an error', () => {
+    expect(() => stratifiedSplit([1, 1, 1, 0, 0, 0], { validation: 0.5, test: 0.5 }, 1)).toThrow(/leave rows for training/);
+  });
+});

@@ -15,6 +15,9 @@ export function stratifiedSplit(labels: ArrayLike<number>, fractions: { validati
   const rng = createRng(seed);
   const out: SplitIndices = { train: [], validation: [], test: [] };
   const atLeast = (fraction: number, n: number) => (fraction > 0 ? Math.max(1, Math.round(n * fraction)) : 0);
+  if (!(fractions.validation >= 0 && fractions.test >= 0 && fractions.validation + fractions.test < 1)) {
+    throw new Error(`validation and test fractions must be ≥ 0 and leave rows for training (got ${fractions.validation} and ${fractions.test})`);
+  }
   const needed = 1 + (fractions.validation > 0 ? 1 : 0) + (fractions.test > 0 ? 1 : 0);
   for (const cls of [0, 1]) {
     const idx = [];
@@ -23,8 +26,9 @@ export function stratifiedSplit(labels: ArrayLike<number>, fractions: { validati
       throw new Error(`only ${idx.length} ${cls ? 'positive' : 'negative'} row(s): training needs at least ${needed} of each class (one for each split)`);
     }
     shuffleInPlace(idx, rng);
-    const nTest = atLeast(fractions.test, idx.length);
-    const nVal = atLeast(fractions.validation, idx.length);
+    // Rounding up to one row each must still leave one for training.
+    const nTest = Math.min(atLeast(fractions.test, idx.length), idx.length - needed + 1);
+    const nVal = Math.min(atLeast(fractions.validation, idx.length), idx.length - nTest - 1);
     out.test.push(...idx.slice(0, nTest));
     out.validation.push(...idx.slice(nTest, nTest + nVal));
     out.train.push(...idx.slice(nTest + nVal));
