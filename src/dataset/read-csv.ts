@@ -59,13 +59,18 @@ function tableOf(records: string[][], delimiter: string): CsvTable {
   const [header, ...body] = records;
   if (!header || header.length < 2) throw new Error('CSV needs a header row with at least two columns, separated by commas, semicolons or tabs');
   const columns = header.map((h) => h.trim());
-  const seen = new Set<string>();
-  const repeated = columns.filter((c) => seen.size === seen.add(c).size);
-  if (repeated.length) throw new Error(`CSV header repeats column name(s) ${[...new Set(repeated)].map((c) => JSON.stringify(c)).join(', ')}: every column needs its own name`);
+  const repeated = repeatedNames(columns);
+  if (repeated.length) throw new Error(`CSV header repeats column name(s) ${repeated.map((c) => JSON.stringify(c)).join(', ')}: every column needs its own name`);
   const rows = body.map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i] ?? ''])));
   return { columns, rows, delimiter };
 }
 
 export function readCsvFile(path: string): CsvTable {
   return parseCsvText(readFileSync(path, 'utf8'));
+}
+
+/** Names that occur more than once, each listed once, in order of their second occurrence. */
+export function repeatedNames(names: readonly string[]): string[] {
+  const seen = new Set<string>();
+  return [...new Set(names.filter((c) => seen.size === seen.add(c).size))];
 }

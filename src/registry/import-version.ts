@@ -23,6 +23,7 @@ import {
   UnsupportedLayerError,
   assertKerasSemantics,
   assertSupportedLayers,
+  decodedPath,
   loadLayersModelFromFiles,
   normalizeModelJson,
 } from './keras-topology.js';
@@ -149,12 +150,7 @@ function checkModelJson(raw: unknown): { raw: Obj; groups: WeightGroup[] } {
 
 /** Manifest path → the plain file name the shard is stored under (what loadLayersModelFromDir reads). */
 function storedName(p: string, where: string): string {
-  let name: string;
-  try {
-    name = decodeURIComponent(p);
-  } catch {
-    name = p;
-  }
+  const name = decodedPath(p);
   if (!PLAIN_FILE.test(name) || RESERVED.has(name)) {
     throw invalidModel(`weight path "${p}" must be a plain file name (letters, digits, ".", "_", "-") that is not reserved`, [
       { path: where, message: 'not a plain file name' },
@@ -411,12 +407,7 @@ async function scanOnce(store: ModelStore): Promise<ScanResult> {
         for (const g of parsed.value.weightsManifest) {
           for (const p of isObj(g) && Array.isArray(g.paths) ? g.paths : []) {
             if (typeof p !== 'string') continue;
-            let name: string;
-            try {
-              name = decodeURIComponent(p);
-            } catch {
-              name = p;
-            }
+            const name = decodedPath(p);
             if (!PLAIN_FILE.test(name)) continue; // validate() names it
             const file = join(dir, name);
             if (existsSync(file)) shards.set(name, readFileSync(file));

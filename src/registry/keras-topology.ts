@@ -322,7 +322,8 @@ function findShard(files: Map<string, Uint8Array | Buffer>, p: string): Uint8Arr
   throw new Error(`weight shard "${p}" listed in weightsManifest was not provided`);
 }
 
-function decodedPath(p: string): string {
+/** A weightsManifest path as a file name: URL-decoded, or as written when it is not valid encoding. */
+export function decodedPath(p: string): string {
   try {
     return decodeURIComponent(p);
   } catch {

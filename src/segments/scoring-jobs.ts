@@ -8,7 +8,7 @@ import type { ModelManager } from '../registry/model-manager.js';
 import type { SegmentService } from './segment-service.js';
 import { coerceFeatures, csvCellValue } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
-import { detectDelimiter, readHead } from '../dataset/read-csv.js';
+import { detectDelimiter, readHead, repeatedNames } from '../dataset/read-csv.js';
 import { AppError, notFound, unavailable } from '../lib/errors.js';
 import { isTerminal, type JobStatus } from '../lib/job-status.js';
 import { MAX_USER_ID_LENGTH } from '../lib/user-id.js';
@@ -283,8 +283,7 @@ function pushError(job: ScoringJobView, e: { row: number; path: string; message:
 /** The header as column names; a name given twice is refused (csv-parse would silently keep the last one's values). */
 function uniqueColumns(header: string[]): string[] {
   const names = header.map((h) => h.trim());
-  const seen = new Set<string>();
-  const repeated = [...new Set(names.filter((c) => seen.size === seen.add(c).size))];
+  const repeated = repeatedNames(names);
   if (repeated.length) throw new Error(`the CSV header names ${repeated.map((c) => JSON.stringify(c)).join(', ')} more than once: which one is meant is ambiguous`);
   return names;
 }
