@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { RedisScores } from '../src/cache/redis-scores.js';
+import { MAX_BUFFERED_WRITES, RedisScores } from '../src/cache/redis-scores.js';
 import { createRedis } from '../src/cache/redis-client.js';
 import { TestRedis } from './helpers/redis-server.js';
 import { until } from './helpers/http.js';
@@ -36,6 +36,14 @@ async function withStore(timeoutMs: number, fn: (store: RedisScores, found: Map<
   }
 }
 
+/** Successful script runs so far (a NOSCRIPT reply counts as a failed call). */
+async function scriptCalls(): Promise<number> {
+  const stats = await client.info('commandstats');
+  let ok = 0;
+  for (const m of stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+),.*failed_calls=(\d+)/g)) ok += Number(m[1]) - Number(m[2]);
+  return ok;
+}
+
 const turns = async (n: number) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 };
@@ -65,13 +73,6 @@ describe('score cache L2 (RedisScores)', () => {
 
   it('writes land with their TTL, batched into one command, and survive a script flush', () =>
     withStore(2000, async (store) => {
-      const scriptCalls = async () => {
-        const stats = await client.info('commandstats');
-        // Successful script runs (a NOSCRIPT reply counts as a failed call).
-        let ok = 0;
-        for (const m of stats.matchAll(/cmdstat_eval(?:sha)?:calls=(\d+),.*failed_calls=(\d+)/g)) ok += Number(m[1]) - Number(m[2]);
-        return ok;
-      };
       const callsBefore = await scriptCalls();
       store.write('w1', 0.375);
       store.write('w2', 0.625);
@@ -174,26 +175,36 @@ describe('score cache L2 (RedisScores)', () => {
       expect(store.available).toBe(true);
     }));
 
-  it('at most four write batches wait on a hung Redis; the rest are dropped, the waiting ones land later', () =>
+  it('at most four write batches are on the wire to a hung Redis; later writes wait (bounded) and land once it answers', () =>
     withStore(2000, async (store) => {
       redis.pause();
       for (let b = 0; b < 6; b++) {
         for (let i = 0; i < 10; i++) store.write(`h${b}-${i}`, b / 10);
-        await store.flush(10); // sends the batch; Redis does not answer
+        await store.flush(10); // sends the batch while a slot is free; Redis does not answer
       }
+      expect(store.writesDropped).toBe(0); // batches 5 and 6 wait in the buffer
+      // The buffer is bounded: beyond MAX_BUFFERED_WRITES, writes are dropped.
+      for (let i = 0; i < MAX_BUFFERED_WRITES; i++) store.write(`burst-${i}`, 0.5);
       expect(store.writesDropped).toBe(20);
       redis.resume();
-      const landed = Array.from({ length: 4 }, (_, b) => `pi:score:h${b}-9`);
-      await until(async () => (await client.exists(...landed)) === 4, 'the four waiting batches to land');
-      expect(await client.exists('pi:score:h4-0', 'pi:score:h5-0')).toBe(0);
-      // Redis has applied them; wait until the client has taken their replies too (flush waits on
-      // the last batch sent, and replies come in order), so their slots are free again.
-      await store.flush(10_000);
-      // Slots free again: the next batch is sent.
-      store.write('after', 0.25);
-      await store.flush();
-      expect(await client.get('pi:score:after')).toBe('0.25');
+      await store.flush(20_000);
+      expect(await client.exists('pi:score:h0-9', 'pi:score:h3-9', 'pi:score:h4-0', 'pi:score:h5-9')).toBe(4);
+      const burst = Array.from({ length: MAX_BUFFERED_WRITES - 20 }, (_, i) => `pi:score:burst-${i}`);
+      expect(await client.exists(...burst)).toBe(burst.length);
+      expect(await client.exists(`pi:score:burst-${MAX_BUFFERED_WRITES - 20}`)).toBe(0);
       expect(store.writesDropped).toBe(20);
+      expect(store.errors).toBe(0);
+    }));
+
+  it('thousands of writes from one turn leave in batches of 512 and all land without a flush', () =>
+    withStore(2000, async (store) => {
+      const callsBefore = await scriptCalls();
+      for (let i = 0; i < 5000; i++) store.write(`t${i}`, i / 5000);
+      const keys = Array.from({ length: 5000 }, (_, i) => `pi:score:t${i}`);
+      await until(async () => (await client.exists(...keys)) === 5000, 'all 5000 writes to land');
+      expect(await scriptCalls()).toBe(callsBefore + Math.ceil(5000 / 512));
+      expect((await client.mget(keys.slice(4990))).map(Number)).toEqual(keys.slice(4990).map((_, i) => (4990 + i) / 5000));
+      expect(store.writesDropped).toBe(0);
     }));
 
   it('a hung Redis delays reads by the timeout, never stalls them', () =>

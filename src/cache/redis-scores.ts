@@ -11,8 +11,10 @@ const PREFIX = 'pi:score:';
 /** Writes wait up to this long, or until WRITE_BATCH of them pile up, and leave as one command. */
 const WRITE_FLUSH_MS = 10;
 const WRITE_BATCH = 512;
-/** Write batches on the wire at once; more are dropped (L1 keeps them), so a hung Redis cannot grow the client's queue. */
+/** Write batches on the wire at once; further writes wait in the buffer until one is answered. */
 const MAX_WRITES_IN_FLIGHT = 4;
+/** Writes buffered at most; more are dropped (L1 keeps them), so a hung Redis cannot grow this process's memory. */
+export const MAX_BUFFERED_WRITES = 16 * WRITE_BATCH;
 /**
  * After this many reads in a row time out, Redis counts as slow: reads skip it for SUSPEND_MS,
  * then one exchange probes it. Requests stop paying the timeout, and a hung but connected server
@@ -102,6 +104,10 @@ export class RedisScores {
   }
 
   write(key: string, probability: number): void {
+    if (this.pendingWrites.length >= MAX_BUFFERED_WRITES) {
+      this.writesDropped++;
+      return;
+    }
     const n = this.pendingWrites.push([key, probability]);
     if (n === WRITE_BATCH) {
       clearTimeout(this.writeTimer);
@@ -115,14 +121,20 @@ export class RedisScores {
     }
   }
 
-  /** Sends the buffered writes now and waits (up to `ms`) for Redis to take them; for shutdown. */
+  /** Sends the buffered writes now and waits (up to `ms`) until Redis has taken them all; for shutdown. */
   async flush(ms = 1000): Promise<void> {
+    const deadline = Date.now() + ms;
     clearTimeout(this.writeTimer);
     this.writeTimer = undefined;
     this.flushWrites();
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.lastWrite, new Promise((r) => (timer = setTimeout(r, ms)))]);
-    clearTimeout(timer);
+    // Writes beyond MAX_WRITES_IN_FLIGHT batches leave as earlier ones are answered.
+    while ((this.pendingWrites.length > 0 || this.writesInFlight > 0) && this.available) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.lastWrite, new Promise((r) => (timer = setTimeout(r, left)))]);
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -218,15 +230,27 @@ export class RedisScores {
     });
   }
 
+  /**
+   * Sends the buffered writes, WRITE_BATCH per command and at most MAX_WRITES_IN_FLIGHT commands on
+   * the wire; the rest wait for one to be answered. One request turn can buffer thousands (a
+   * micro-batch of BATCH_MAX_SIZE answers), and one script with them all would hold Redis (and every
+   * read behind it) for that long.
+   */
   private flushWrites(): void {
-    const writes = this.pendingWrites;
-    this.pendingWrites = [];
-    if (writes.length === 0) return;
     // Dropping writes while Redis is down or slow is fine: it is a cache, and L1 still holds them.
-    if (!this.available || this.writesInFlight >= MAX_WRITES_IN_FLIGHT) {
-      this.writesDropped += writes.length;
+    if (!this.available) {
+      this.writesDropped += this.pendingWrites.length;
+      this.pendingWrites = [];
       return;
     }
+    while (this.pendingWrites.length > 0 && this.writesInFlight < MAX_WRITES_IN_FLIGHT) {
+      const writes = this.pendingWrites.length <= WRITE_BATCH ? this.pendingWrites : this.pendingWrites.slice(0, WRITE_BATCH);
+      this.pendingWrites = writes === this.pendingWrites ? [] : this.pendingWrites.slice(WRITE_BATCH);
+      this.sendWrites(writes);
+    }
+  }
+
+  private sendWrites(writes: [string, number][]): void {
     // One scripted command per batch instead of one SET per score: far less client CPU per request.
     const args: (string | number)[] = [writes.length];
     for (const [k] of writes) args.push(PREFIX + k);
@@ -245,6 +269,10 @@ export class RedisScores {
         if (/NOSCRIPT/.test(err.message)) return redis.eval(SET_MANY, ...(args as [number, ...string[]])).catch(failed);
         failed();
       })
-      .finally(() => this.writesInFlight--);
+      .finally(() => {
+        this.writesInFlight--;
+        // Writes that waited for a free slot leave now, unless the usual timer or batch trigger will send them.
+        if (this.pendingWrites.length > 0 && this.writeTimer === undefined) this.flushWrites();
+      });
   }
 }
