@@ -36,12 +36,13 @@ export interface BuildOptions {
  * then routes. Tests call this with real dependencies and use inject/supertest.
  */
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<FastifyInstance> {
+  const requestLog = new OneLineRequestLog();
   const app = Fastify({
     // Options a caller (tests) passes are layered over the service's own: errors are always logged
     // without the inputs they may carry (errorForLog), and the Authorization header never. (Fastify
     // types the serializer as Error-only; pino hands it whatever is logged as `err`, strings too.)
     logger: opts.logger === false ? false : { level: config.LOG_LEVEL, redact: ['req.headers.authorization'], serializers: { err: errorForLog as never }, ...(typeof opts.logger === 'object' ? opts.logger : {}) },
-    logController: new OneLineRequestLog(),
+    logController: requestLog,
     bodyLimit: config.BODY_LIMIT_BYTES,
     // A caller's X-Request-Id is kept when it looks like one (see request-id.ts), else one is made.
     requestIdHeader: false,
@@ -79,6 +80,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const backend = await initBackend(config.TF_BACKEND);
   const services = await createServices(config, backend, app.log);
   app.decorate('services', services);
+  requestLog.onCompleted = (method, route, status, seconds) => services.metrics.http.observe(method, route, status, seconds);
   app.addHook('onClose', async () => services.close());
   app.log.info(
     { backend, activeVersion: services.models.active?.id ?? null, inferencePath: services.models.active?.inferencePath ?? null, redis: config.REDIS_URL ? 'enabled' : 'disabled', auth: services.auth.open ? 'open' : 'keys' },

@@ -63,4 +63,33 @@ describe('GET /metrics', () => {
     segments.dropped += 5;
     expect(await dropped()).toBe(base + 12);
   });
+
+  it('counts every answered request by method, route template, status and latency (http_request_duration_seconds)', async () => {
+    const series = async () => {
+      const body = (await app.inject('/metrics')).body;
+      expect(body).toMatch(/^# TYPE http_request_duration_seconds histogram$/m);
+      const value = (name: string, labels: string) => Number(body.match(new RegExp(`^${name}\\{${labels.replace(/[{}]/g, '\\$&')}\\} (\\S+)$`, 'm'))?.[1] ?? 0);
+      return { body, value };
+    };
+    const ok = 'method="POST",route="/v1/predict",status_code="200"';
+    const bad = 'method="POST",route="/v1/predict",status_code="400"';
+    const lost = 'method="GET",route="unmatched",status_code="404"';
+    const before = await series();
+    const [features] = shopperFeatureRows(1);
+    for (let i = 0; i < 3; i++) await app.inject({ method: 'POST', url: '/v1/predict', payload: { features } });
+    await app.inject({ method: 'POST', url: '/v1/predict', payload: { features: { nope: 1 } } });
+    await app.inject('/no/such/route');
+    const after = await series();
+    expect(after.value('http_request_duration_seconds_count', ok)).toBe(before.value('http_request_duration_seconds_count', ok) + 3);
+    expect(after.value('http_request_duration_seconds_count', bad)).toBe(before.value('http_request_duration_seconds_count', bad) + 1);
+    expect(after.value('http_request_duration_seconds_count', lost)).toBe(before.value('http_request_duration_seconds_count', lost) + 1);
+    // Buckets are cumulative and end at the count; the sum is a plausible total of seconds.
+    const buckets = [...after.body.matchAll(new RegExp(`^http_request_duration_seconds_bucket\\{${ok},le="([^"]+)"\\} (\\S+)$`, 'gm'))].map((m) => [m[1], Number(m[2])] as const);
+    expect(buckets.at(-1)).toEqual(['+Inf', after.value('http_request_duration_seconds_count', ok)]);
+    expect(buckets.length).toBeGreaterThan(10);
+    for (let i = 1; i < buckets.length; i++) expect(buckets[i][1]).toBeGreaterThanOrEqual(buckets[i - 1][1]);
+    const sum = after.value('http_request_duration_seconds_sum', ok);
+    expect(sum).toBeGreaterThan(0);
+    expect(sum).toBeLessThan(60);
+  });
 });

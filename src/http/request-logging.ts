@@ -5,9 +5,13 @@ import { LogController, type FastifyReply, type FastifyRequest } from 'fastify';
  * Bodies are never logged, so feature values and raw userIds stay out of the logs.
  */
 export class OneLineRequestLog extends LogController {
+  /** Told about every answered request (the HTTP metrics), whatever the log level. */
+  onCompleted?: (method: string, route: string | undefined, status: number, seconds: number) => void;
+
   override incomingRequest(): void {}
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    this.onCompleted?.(request.method, request.routeOptions.config?.url, reply.statusCode, reply.elapsedTime / 1000);
     if (!error && !(request.log as unknown as { isLevelEnabled(l: string): boolean }).isLevelEnabled?.('info')) return;
     const line = {
       method: request.method,

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { HttpRequestMetrics } from './http-metrics.js';
 
 /**
  * A running total kept elsewhere (a plain number the code increments) handed to a Counter as the
@@ -67,6 +68,8 @@ export function createMetrics() {
   return {
     registry,
     predictions,
+    /** Requests answered, by method, route and status, with their latency (fed by the request log controller). */
+    http: new HttpRequestMetrics(registry),
     /** Where the L2 counters come from (the score cache). */
     observeCache(stats: () => Record<string, number>): void {
       cacheEvents(() => Object.entries(stats()));
