@@ -37,6 +37,10 @@ describe('edge inputs', () => {
     const cases = [
       nested(2000, '{"not":', '}'), // used to overflow the validator's stack (500)
       nested(20_000, '{"all":[', ']}'),
+      // Lists where rules are expected nest too (featureReferences walks them): used to overflow its stack (500)
+      `{"all":[${'['.repeat(20_000)}${']'.repeat(20_000)}]}`,
+      '['.repeat(20_000) + ']'.repeat(20_000),
+      `{"not":${'['.repeat(20_000)}${']'.repeat(20_000)}}`,
       nested(17, '{"not":', '}'),
       JSON.stringify({ any: Array.from({ length: 201 }, (_, i) => ({ feature: 'PageValues', gt: i })) }),
       JSON.stringify({ any: Array.from({ length: 40 }, () => ({ all: Array.from({ length: 40 }, () => ({ feature: 'PageValues', gt: 1 })) })) }),
@@ -51,6 +55,16 @@ describe('edge inputs', () => {
     }
     const ok = await app.inject({ method: 'POST', url: '/v1/segments', headers: { ...SEG, 'content-type': 'application/json' }, payload: segmentBody(nested(15, '{"not":', '}')) });
     expect(ok.statusCode, ok.body).toBe(201);
+  });
+
+  it('names unknown keys at their own paths, even when they are all digits, empty or hold a "/"', async () => {
+    const single = await app.inject({ method: 'POST', url: '/v1/predict', headers: PRED, payload: { features, '0': 1, '': 4, 'a/b': 5 } });
+    expect(pathsOf(expectError(single, 400, 'validation_error')).sort()).toEqual(['', '0', 'a/b']);
+    const batch = await app.inject({ method: 'POST', url: '/v1/predict/batch', headers: PRED, payload: { instances: [{ features }, { features, '7': 1, '': 2 }] } });
+    expect(pathsOf(expectError(batch, 400, 'validation_error')).sort()).toEqual(['instances[1].', 'instances[1].7']);
+    // Array indexes stay indexes.
+    const wrongType = await app.inject({ method: 'POST', url: '/v1/predict/batch', headers: PRED, payload: { instances: [{ features }, { features, userId: 5 }] } });
+    expect(pathsOf(expectError(wrongType, 400, 'validation_error'))).toEqual(['instances[1].userId']);
   });
 
   it('allows at most 100 rule segments (409 after that)', async () => {

@@ -86,19 +86,39 @@ describe.each([{ store: 'memory' as const }, { store: 'redis' as const }])('rule
     expect(jobs.get(first.id)).toMatchObject({ status: 'cancelled', error: 'superseded: rule segment b changed' });
   });
 
-  it("a user's record stops listing a rule once it is deleted, and does not list it again when a rule is created under the same id", async () => {
+  it("a user's record stops listing a rule once it is deleted, and does not list a rule created again under its id until re-scored into it", async () => {
     expect((await create('r-listed', { score: { gte: 0 } })).statusCode).toBe(201);
     const res = await app.inject({ method: 'POST', url: '/v1/predict', headers: bearer(KEY.predict), payload: { userId: 'listed-user', features: rows[0] } });
     expect(res.statusCode).toBe(200);
-    const segmentsOf = async () => (await get('/v1/users/listed-user')).json().segments as string[];
+    const userView = async () => (await get('/v1/users/listed-user')).json() as { segments: string[]; scoredAt: string; lastSeenAt: string };
+    const segmentsOf = async () => (await userView()).segments;
     expect(await segmentsOf()).toContain('r-listed');
+    const seen = await userView();
+    expect(seen.scoredAt).toBe(seen.lastSeenAt); // scored live
     expect((await remove('r-listed')).statusCode).toBe(200);
     expect(await segmentsOf()).not.toContain('r-listed');
     await new Promise((r) => setTimeout(r, 5)); // created strictly after the user's score
-    expect((await create('r-listed', { score: { gte: 0 } })).statusCode).toBe(201);
+    // Created without the route's re-score: the stored record still names the old rule's id.
+    await app.services.segments.createRule({ id: 'r-listed', name: 'r-listed', rule: { score: { gte: 0 } } });
     expect(await segmentsOf()).not.toContain('r-listed');
-    expect((await app.inject({ method: 'POST', url: '/v1/predict', headers: bearer(KEY.predict), payload: { userId: 'listed-user', features: rows[0] } })).statusCode).toBe(200);
-    expect(await segmentsOf()).toContain('r-listed'); // scored again: a member of the new rule
+    // A re-score under the new rule puts the user in it, keeping when they were last seen.
+    await rescoreFinished(app, await update('r-listed', { score: { gte: 0 } }));
+    const rescored = await userView();
+    expect(rescored.segments).toContain('r-listed');
+    expect(rescored.lastSeenAt).toBe(seen.lastSeenAt);
+    expect(Date.parse(rescored.scoredAt)).toBeGreaterThan(Date.parse(seen.scoredAt));
+    expect((await get('/v1/segments/r-listed/members?limit=1000')).json().members.map((m: { userId: string }) => m.userId)).toContain('listed-user');
+  });
+
+  it('a new rule lists the stored users its re-score put in it, in their user records too', async () => {
+    const instances = rows.slice(0, 30).map((features, i) => ({ userId: `fresh-${i}`, features }));
+    expect((await app.inject({ method: 'POST', url: '/v1/predict/batch', headers: bearer(KEY.predict), payload: { instances } })).statusCode).toBe(200);
+    await app.services.segments.flush();
+    await new Promise((r) => setTimeout(r, 5)); // the rule is created strictly after the users were scored
+    const created = await create('r-everyone', { score: { gte: 0 } });
+    expect(created.statusCode, created.body).toBe(201);
+    await rescoreFinished(app, created);
+    for (const { userId } of instances) expect((await get(`/v1/users/${userId}`)).json().segments, userId).toContain('r-everyone');
   });
 
   it('a rule segment deleted under load does not fill up again; created again, it starts empty', async () => {

@@ -13,7 +13,9 @@ export function schemaIssues(error: unknown, skip?: (path: readonly PropertyKey[
   if (!hasZodFastifySchemaValidationErrors(error)) return [];
   const context = (error as { validationContext?: string }).validationContext ?? 'body';
   const issues = error.validation.flatMap((v) => {
-    const path = v.instancePath.split('/').filter(Boolean);
+    // The provider joins the issue's path with "/": all-digit segments are array indexes (no route
+    // validates a record with client-chosen keys through it; unknown keys come as the issue's `keys`).
+    const path = v.instancePath.split('/').filter(Boolean).map((seg) => (/^\d+$/.test(seg) ? Number(seg) : seg));
     return issuesAt(path, { code: v.keyword, message: v.message ?? 'invalid', path: [], ...(v.params as object) }, context, skip);
   });
   return typeFirst(issues);
@@ -58,9 +60,10 @@ function issuesAt(base: PropertyKey[], issue: RawIssue, context: string, skip?: 
   return [{ path: formatPath(at, context), message: issue.message }];
 }
 
+/** Array indexes as `[i]`, keys after a dot (as coerce.ts names features): `instances[0].features.x`; the context for the whole part. */
 function formatPath(path: PropertyKey[], context: string): string {
-  const out = path.map(String).reduce((acc, seg) => (/^\d+$/.test(seg) ? `${acc}[${seg}]` : acc ? `${acc}.${seg}` : seg), '');
-  return out || context;
+  if (path.length === 0) return context;
+  return path.reduce<string>((acc, seg, i) => (typeof seg === 'number' ? `${acc}[${seg}]` : i === 0 ? String(seg) : `${acc}.${String(seg)}`), '');
 }
 
 /** Clearer words for Fastify's body-parsing errors (the parser keeps no detail of its own). */

@@ -8,7 +8,10 @@ export interface MembershipRecord {
   version: string;
   persona: number | null;
   segments: string[];
+  /** When the user was last scored live (ms): re-scores keep it, and the user's expiry runs from it. */
   at: number;
+  /** When this probability and these segments were computed (ms); `at` when absent (a live scoring). */
+  scoredAt?: number;
   /** Raw feature values, kept for profiles and re-scoring unless FEATURE_RETENTION=off. */
   features?: FeatureValues;
   /** Score-cache key of this user's last input, so erasure can remove it. */

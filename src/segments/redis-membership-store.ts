@@ -384,6 +384,7 @@ export class RedisMembershipStore implements MembershipStore {
         t: String(at),
         persona: r.persona === null ? '' : String(r.persona),
         segs: JSON.stringify(r.segments),
+        st: String(r.scoredAt ?? r.at),
       };
       if (r.features) fields.f = JSON.stringify(r.features);
       if (r.cacheKey && r.ifSeenAt === undefined) fields.ck = r.cacheKey;
@@ -629,6 +630,8 @@ function toUser(userId: string, h: Record<string, string>): UserRecord {
     probability: Number(h.p),
     version: h.v,
     at: Number(h.t),
+    // Records written before scoredAt was kept have only `t`.
+    scoredAt: h.st === undefined ? Number(h.t) : Number(h.st),
     persona: h.persona === '' || h.persona === undefined ? null : Number(h.persona),
     segments: JSON.parse(h.segs ?? '[]') as string[],
     ...(h.f ? { features: JSON.parse(h.f) } : {}),

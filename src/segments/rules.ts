@@ -81,7 +81,14 @@ export function ruleSizeIssue(value: unknown): string | null {
   let operands = 0;
   while (stack.length) {
     const { v, depth } = stack.pop()!;
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) continue;
+    if (Array.isArray(v)) {
+      // Not a rule (a list where one is expected), but it nests all the same: bounded like one,
+      // since everything that reads a refused rule (featureReferences) walks it.
+      if (depth > RULE_LIMITS.depth) return `a rule may nest at most ${RULE_LIMITS.depth} levels deep`;
+      for (const c of v) stack.push({ v: c, depth: depth + 1 });
+      continue;
+    }
+    if (v === null || typeof v !== 'object') continue;
     const o = v as Record<string, unknown>;
     if (!('all' in o || 'any' in o || 'not' in o || 'feature' in o || 'score' in o)) continue;
     if (++nodes > RULE_LIMITS.nodes) return `a rule may have at most ${RULE_LIMITS.nodes} conditions and groups`;

@@ -236,6 +236,7 @@ export class ScoringJobs extends EventEmitter {
             persona,
             segments: segs,
             at: r.seenAt ?? at,
+            scoredAt: at,
             features: this.segments.keepsFeatures ? (r.kept ?? r.values) : undefined,
             ifSeenAt: r.seenAt,
           });

@@ -228,15 +228,18 @@ export class SegmentService {
   /**
    * The segments a user's record lists that still hold them: a record names the segments of its
    * last scoring, and a rule deleted since (or deleted and created again under its id, empty), or a
-   * persona of a model no longer active, no longer does. Rule updates are not applied to stored
-   * members until they are scored again (see README), so an updated rule still lists them.
+   * persona of a model no longer active, no longer does. A rule created or updated re-scores the
+   * stored users (a job): until it reaches a user, an updated rule still lists them, and a new one does not.
    */
-  currentSegmentsOf(user: { segments: readonly string[]; at: number; version: string }): string[] {
+  currentSegmentsOf(user: { segments: readonly string[]; at: number; scoredAt?: number; version: string }): string[] {
     const current = new Set(this.definitions().map((d) => d.id));
     const created = new Map(this.ruleSegments.map((r) => [r.id, Date.parse(r.created)]));
     const activeVersion = this.models.active?.id;
+    // A rule created after the segments were computed is one they cannot name (only an older rule
+    // under its id); a re-score after its creation keeps the user's last-seen time but is newer.
+    const computedAt = user.scoredAt ?? user.at;
     return user.segments.filter(
-      (id) => current.has(id) && !((created.get(id) ?? -Infinity) > user.at) && !(isPersonaSegment(id) && user.version !== activeVersion),
+      (id) => current.has(id) && !((created.get(id) ?? -Infinity) > computedAt) && !(isPersonaSegment(id) && user.version !== activeVersion),
     );
   }
 

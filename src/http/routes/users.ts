@@ -19,7 +19,16 @@ export const userRoutes: FastifyPluginAsyncZod = async (app) => {
         summary: "A user's latest score, model version, persona and segments",
         params: UserParam,
         response: {
-          200: z.object({ userId: z.string(), probability: z.number(), modelVersion: z.string(), scoredAt: z.string(), persona: z.number().nullable(), segments: z.array(z.string()), featuresRetained: z.boolean() }),
+          200: z.object({
+            userId: z.string(),
+            probability: z.number(),
+            modelVersion: z.string(),
+            scoredAt: z.string().meta({ description: 'When this probability and these segments were computed (a live prediction, or a re-score)' }),
+            lastSeenAt: z.string().meta({ description: "When the user was last scored live (POST /v1/predict or a batch with userIds); the record's expiry runs from it" }),
+            persona: z.number().nullable(),
+            segments: z.array(z.string()),
+            featuresRetained: z.boolean(),
+          }),
           ...errorResponses,
           404: ErrorBody,
         },
@@ -30,7 +39,7 @@ export const userRoutes: FastifyPluginAsyncZod = async (app) => {
       await segments.flush();
       const u = await segments.store.user(request.params.userId);
       if (!u) throw notFound(`user ${request.params.userId}`);
-      return { userId: u.userId, probability: u.probability, modelVersion: u.version, scoredAt: new Date(u.at).toISOString(), persona: u.persona, segments: segments.currentSegmentsOf(u), featuresRetained: Boolean(u.features) };
+      return { userId: u.userId, probability: u.probability, modelVersion: u.version, scoredAt: new Date(u.scoredAt ?? u.at).toISOString(), lastSeenAt: new Date(u.at).toISOString(), persona: u.persona, segments: segments.currentSegmentsOf(u), featuresRetained: Boolean(u.features) };
     },
   );
 
