@@ -11,6 +11,7 @@ import { coerceFeatures, csvCellValue, parseCell } from '../src/preprocessing/co
 import { labelMatcher } from '../src/dataset/infer-types.js';
 import { prepareDataset } from '../src/dataset/prepare.js';
 import { parseFeatureSpec } from '../src/preprocessing/feature-spec.js';
+import { fitPersonas } from '../src/segments/personas.js';
 
 /** A small synthetic table: y depends on x; `code` is an integer code written as a float. */
 function csv(rows: number, positives: number, opts: { codeAsFloat?: boolean; big?: number } = {}): string {
@@ -127,6 +128,28 @@ describe('training on awkward data', () => {
     result.model.dispose();
     const spec = JSON.parse(JSON.stringify(result.spec).replace('"name":"x"', '"name":"__proto__"'));
     expect(() => parseFeatureSpec(spec)).toThrow(/cannot be a feature name/);
+  });
+
+  it('a header without rows, or a column with values but no name, is a clear error; a nameless blank column (a trailing separator) is left out', async () => {
+    await expect(train('x,code,y\n')).rejects.toThrow('CSV has a header but no data rows');
+    const indexed = csv(100, 30).split('\n').map((line, i) => `${i === 0 ? '' : i - 1},${line}`).join('\n'); // pandas to_csv with its index
+    await expect(train(indexed)).rejects.toThrow(/CSV column 1 has no name in the header but holds values.*index=False/);
+    const trailing = csv(100, 30).split('\n').map((line) => `${line},`).join('\n');
+    const result = await train(trailing);
+    expect(result.spec.features.map((f) => f.name)).toEqual(['x', 'code']);
+    expect(result.cleaning.columnsLeftOut).toEqual({ '': 'blank in every row' });
+    result.model.dispose();
+  });
+
+  it('personas on a small training split: fewer of them than rows, and a clear error when more are asked for', async () => {
+    const result = await train(csv(10, 5));
+    const x = result.trainMatrix;
+    expect(x.rows).toBeLessThanOrEqual(6);
+    const personas = await fitPersonas(result.spec, x.data, x.rows, { seed: 1 });
+    expect(personas.k).toBeLessThan(x.rows);
+    expect(personas.personas.reduce((n, p) => n + p.size, 0)).toBe(x.rows);
+    await expect(fitPersonas(result.spec, x.data, x.rows, { seed: 1, k: x.rows })).rejects.toThrow(`${x.rows} personas need more than ${x.rows} training rows (there are ${x.rows}): ask for fewer`);
+    result.model.dispose();
   });
 
   it('refuses numeric values a 32-bit model cannot hold, naming the column', async () => {

@@ -72,6 +72,7 @@ export const BLANK_IN_EVERY_ROW = 'blank in every row';
  * blank in every kept row is left out of the features (and reported): it has nothing to learn.
  */
 export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedDataset {
+  if (table.rows.length === 0) throw new Error('CSV has a header but no data rows');
   if (!table.columns.includes(opts.label)) {
     throw new Error(`label column "${opts.label}" not in CSV (columns: ${table.columns.join(', ')})`);
   }
@@ -111,6 +112,11 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
     if (values.every((v) => v.trim() === '' || isMissingMarker(v.trim()))) {
       columnsLeftOut[name] = BLANK_IN_EVERY_ROW;
       continue;
+    }
+    // A feature must be named to be sent: a served model could never be given this one.
+    if (name === '') {
+      const at = table.columns.indexOf('') + 1;
+      throw new Error(`CSV column ${at} has no name in the header but holds values: name it, or leave it out (a pandas index written by to_csv? write with index=False)`);
     }
     const type = inferColumnType(values, forced.has(name));
     if (type === 'categorical') warnings.push(...categoricalWarnings(name, values, forced.has(name)));

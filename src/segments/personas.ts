@@ -36,7 +36,12 @@ export async function fitPersonas(
   const points = Array.from({ length: rows }, (_, i) => Array.from(data.subarray(i * width, (i + 1) * width)));
   const rng = createRng(opts.seed);
   const sampleIdx = Array.from({ length: Math.min(rows, 1500) }, () => Math.floor(rng() * rows));
-  const [lo, hi] = opts.k ? [opts.k, opts.k] : (opts.kRange ?? [3, 6]);
+  if (opts.k !== undefined && opts.k >= rows) throw new Error(`${opts.k} personas need more than ${opts.k} training rows (there are ${rows}): ask for fewer`);
+  if (rows < 3) throw new Error(`personas need at least 3 training rows (there are ${rows})`);
+  // k-means needs fewer clusters than points: a small data set gets a smaller range.
+  const [wantLo, wantHi] = opts.k ? [opts.k, opts.k] : (opts.kRange ?? [3, 6]);
+  const hi = Math.min(wantHi, rows - 1);
+  const lo = Math.min(wantLo, hi);
   let best: { k: number; silhouette: number; centroids: number[][]; clusters: number[] } | undefined;
   for (let k = lo; k <= hi; k++) {
     await opts.pacer?.pause();
