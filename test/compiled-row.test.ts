@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { coerceFeatures } from '../src/preprocessing/coerce.js';
 import { compileRowReader } from '../src/preprocessing/compiled-row.js';
-import { parseFeatureSpec, type FeatureDef, type FeatureSpec } from '../src/preprocessing/feature-spec.js';
+import { STANDARD_SCORE_LIMIT, parseFeatureSpec, type FeatureDef, type FeatureSpec } from '../src/preprocessing/feature-spec.js';
 import { Encoder } from '../src/preprocessing/transform.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
 
@@ -116,6 +116,18 @@ describe('compiled row reader', () => {
     // Both sides of the contract were exercised.
     expect(clean).toBeGreaterThan(300);
     expect(clean).toBeLessThan(2700);
+  });
+
+  it('bounds a standardized value at a million standard deviations (a spec without clip), on both paths alike', () => {
+    const spec = parseFeatureSpec({ features: [{ name: 'rate', type: 'numeric', mean: 0.02, std: 0.042 }, { name: 'visits', type: 'numeric', mean: 1.5, std: 2.25 }] });
+    const encoder = new Encoder(spec);
+    for (const rate of [3e38, -3e38, 1e30, 0.5]) {
+      expectSame(spec, encoder, { rate, visits: 3 });
+      const { vector } = generic(spec, encoder, { rate, visits: 3 });
+      const z = Math.fround((rate - 0.02) / 0.042);
+      expect(vector[0], String(rate)).toBe(Math.abs(z) > STANDARD_SCORE_LIMIT ? Math.sign(z) * STANDARD_SCORE_LIMIT : z);
+      expect(vector[1]).toBe(Math.fround((3 - 1.5) / 2.25));
+    }
   });
 
   it('accepts and refuses the same concrete cases', () => {

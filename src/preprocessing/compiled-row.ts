@@ -1,4 +1,4 @@
-import { featureWidth, inputWidth, type FeatureSpec, type FeatureValues } from './feature-spec.js';
+import { STANDARD_SCORE_LIMIT, featureWidth, inputWidth, type FeatureSpec, type FeatureValues } from './feature-spec.js';
 import { booleanWord, categoryOf } from './category.js';
 
 /** A clean row's typed values and the categorical features that fell into their OOV bucket. */
@@ -56,7 +56,7 @@ export function compileRowReader(spec: FeatureSpec): RowReader | undefined {
       const steps = [`let x${i} = ${v} === null ? ${num(f.impute)} : ${v};`];
       if (f.clip) steps.push(`x${i} = Math.min(${num(f.clip.max)}, Math.max(${num(f.clip.min)}, x${i}));`);
       if (f.transform === 'log1p') steps.push(`x${i} = Math.log1p(Math.max(0, x${i}));`);
-      steps.push(`out[at + ${offset}] = (x${i} - ${num(f.mean)}) / ${num(f.std)};`);
+      steps.push(`out[at + ${offset}] = Math.min(${STANDARD_SCORE_LIMIT}, Math.max(-${STANDARD_SCORE_LIMIT}, (x${i} - ${num(f.mean)}) / ${num(f.std)}));`);
       encode.push(steps.join(' '));
     } else if (f.type === 'boolean') {
       lines.push(

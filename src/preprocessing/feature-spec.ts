@@ -80,3 +80,12 @@ export function parseFeatureSpec(json: unknown): FeatureSpec {
   }
   return spec;
 }
+
+/**
+ * Bound on a standardized numeric input, in standard deviations. A spec without `clip` (an
+ * imported one) lets a value far outside the training data through: with a small std it would
+ * encode to ±Infinity in float32, and the network would answer NaN or a score that ignores the
+ * input's sign. No training data comes near a million standard deviations, so this only ever
+ * bounds such values.
+ */
+export const STANDARD_SCORE_LIMIT = 1e6;

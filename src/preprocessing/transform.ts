@@ -1,4 +1,4 @@
-import { featureWidth, inputWidth, type FeatureDef, type FeatureSpec, type FeatureValues } from './feature-spec.js';
+import { STANDARD_SCORE_LIMIT, featureWidth, inputWidth, type FeatureDef, type FeatureSpec, type FeatureValues } from './feature-spec.js';
 import { compileRowReader, vocabularyIndex, type ReadRow, type RowReader } from './compiled-row.js';
 import { categoryOf } from './category.js';
 
@@ -75,10 +75,10 @@ export class Encoder {
       const raw = values[s.name];
       if (s.kind === NUMERIC) {
         let v = raw == null ? s.imputeNumber : (raw as number);
-        // Same arithmetic as encodeNumeric (the fitting side), in the same order.
+        // The compiled reader (compiled-row.ts) does the same arithmetic in the same order.
         if (s.clip) v = Math.min(s.clipMax, Math.max(s.clipMin, v));
         if (s.log1p) v = Math.log1p(Math.max(0, v));
-        out[at] = (v - s.mean) / s.std;
+        out[at] = Math.min(STANDARD_SCORE_LIMIT, Math.max(-STANDARD_SCORE_LIMIT, (v - s.mean) / s.std));
       } else if (s.kind === BOOLEAN) {
         out[at] = (raw == null ? s.imputeNumber : raw) ? 1 : 0;
       } else {
@@ -115,12 +115,6 @@ export class Encoder {
   }
 }
 
-export function encodeNumeric(f: Extract<FeatureDef, { type: 'numeric' }>, value: number): number {
-  let v = value;
-  if (f.clip) v = Math.min(f.clip.max, Math.max(f.clip.min, v));
-  if (f.transform === 'log1p') v = Math.log1p(Math.max(0, v));
-  return (v - f.mean) / f.std;
-}
 
 /** The transform before standardization (used when fitting mean/std). */
 export function numericPreStandardize(f: Pick<Extract<FeatureDef, { type: 'numeric' }>, 'clip' | 'transform'>, value: number): number {
