@@ -21,6 +21,7 @@ interface UserBody {
   probability: number;
   modelVersion: string;
   scoredAt: string;
+  lastSeenAt: string;
   persona: number | null;
   segments: string[];
 }
@@ -129,7 +130,8 @@ describe.each([
     expect(app.services.segments.dropped).toBe(0);
     const after = (await user('rewritten-1'))!;
     expect(after.probability).toBe(answer.probability);
-    expect(after.scoredAt).toBe(new Date(daysAgo).toISOString());
+    expect(after.lastSeenAt).toBe(new Date(daysAgo).toISOString());
+    expect(Date.parse(after.scoredAt)).toBeGreaterThan(Date.now() - 60_000); // computed by the re-score
     if (client) {
       // MEMBERSHIP_TTL_DAYS (30) plus a day's margin after the visit 3 days ago: 28 days left, not
       // 31 counted from the re-score.
@@ -146,7 +148,9 @@ describe.each([
     await new Promise((r) => setTimeout(r, 20));
     await finished(app.services.scoringJobs.rescoreAll().id);
     const after = (await user('kept-1'))!;
-    expect(after.scoredAt).toBe(before.scoredAt);
+    expect(after.lastSeenAt).toBe(before.lastSeenAt);
+    expect(before.scoredAt).toBe(before.lastSeenAt);
+    expect(Date.parse(after.scoredAt)).toBeGreaterThan(Date.parse(before.scoredAt));
     if (client) expect(await client.hget('pi:user:kept-1', 'ck')).toMatch(/^[\w-]{20,}$/);
     const removed = (await app.inject({ method: 'DELETE', url: '/v1/users/kept-1', headers: SEG })).json().removed as { cacheEntries: number };
     expect(removed.cacheEntries).toBeGreaterThanOrEqual(1);
