@@ -15,7 +15,7 @@ import { AppError, ValidationError, conflict, type FieldIssue } from '../lib/err
 import { FeatureSpecSchema, featureWidth, inputWidth, type FeatureSpec } from '../preprocessing/feature-spec.js';
 import { coerceFeatures } from '../preprocessing/coerce.js';
 import { Encoder } from '../preprocessing/transform.js';
-import { exampleFeatures } from './load-version.js';
+import { checkPersonas, exampleFeatures } from './load-version.js';
 import { buildManifest } from './manifest.js';
 import { ModelStore, type VersionCard } from './model-store.js';
 import {
@@ -390,10 +390,7 @@ export function scanStore(store: ModelStore): Promise<ScanResult> {
 
 async function scanOnce(store: ModelStore): Promise<ScanResult> {
   const result: ScanResult = { added: [], invalid: [] };
-  const dirs = readdirSync(store.versionsDir, { withFileTypes: true })
-    .filter((d) => d.isDirectory() && !d.name.startsWith('.'))
-    .map((d) => d.name)
-    .sort();
+  const dirs = store.versionDirs().sort();
   for (const id of dirs) {
     const dir = join(store.versionsDir, id);
     if (existsSync(join(dir, 'manifest.json'))) continue;
@@ -415,6 +412,9 @@ async function scanOnce(store: ModelStore): Promise<ScanResult> {
         }
       }
       const v = await validate({ modelJson, shards, featureSpec: readFileSync(join(dir, 'feature-spec.json')) }, { rejectExtraShards: false });
+      // Files the service reads beside the model must read as it expects, or the version would register but not load.
+      if (existsSync(join(dir, 'personas.json'))) checkPersonas(parseJsonText(readFileSync(join(dir, 'personas.json'), 'utf8')), inputWidth(v.spec));
+      if (existsSync(join(dir, 'metrics.json')) && !isObj(parseJsonText(readFileSync(join(dir, 'metrics.json'), 'utf8')))) throw new Error('metrics.json is not a JSON object');
       writeFileSync(join(dir, 'card.json'), json(cardFor(id, v, 'registered by scanning the store directory')));
       const files = new Map<string, Buffer>();
       for (const f of readdirSync(dir)) {

@@ -12,6 +12,16 @@ import { join } from 'node:path';
  * Verifies checksums, loads weights, checks the spec matches the model, and warms up with a
  * prediction on a typical row — all before the version can be swapped in.
  */
+/** personas.json of a version whose model takes `width` inputs: centroids of that width, or an error saying what is wrong. */
+export function checkPersonas(raw: unknown, width: number): Personas {
+  const parsed = PersonasSchema.safeParse(raw);
+  if (!parsed.success) throw new Error(`personas.json is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ')}`);
+  const personas = parsed.data;
+  if (personas.centroids.length === 0) throw new Error('personas.json has no centroids');
+  if (personas.centroids.some((c) => c.length !== width)) throw new Error(`personas.json centroids do not match the model input width (${width})`);
+  return personas;
+}
+
 export async function loadVersion(
   store: ModelStore,
   id: string,
@@ -23,15 +33,11 @@ export async function loadVersion(
   verifyManifest(store.dir(id), manifest);
   const spec = store.spec(id);
   const personasPath = join(store.dir(id), 'personas.json');
-  let personas: Personas | null = null;
-  if (existsSync(personasPath)) {
-    personas = PersonasSchema.parse(store.readJson(id, 'personas.json'));
-  }
+  const personasJson = existsSync(personasPath) ? store.readJson(id, 'personas.json') : null;
   const model = await loadLayersModelFromDir(store.dir(id));
   let loaded: LoadedModel;
   try {
-    if (personas && personas.centroids.length === 0) throw new Error('personas.json has no centroids');
-    if (personas && personas.centroids.some((c) => c.length !== model.inputs[0].shape[1])) throw new Error('personas.json centroids do not match the model input width');
+    const personas = personasJson === null ? null : checkPersonas(personasJson, model.inputs[0].shape[1] ?? -1);
     loaded = new LoadedModel(id, spec, model, batching, personas, cacheScope(id, manifest));
   } catch (err) {
     model.dispose();

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { buildManifest, verifyManifest, type Manifest } from './manifest.js';
 import { parseFeatureSpec, type FeatureSpec } from '../preprocessing/feature-spec.js';
 import { parseJsonText } from '../lib/json-text.js';
+import { AppError, unavailable } from '../lib/errors.js';
+import { z } from 'zod';
 
 export interface VersionCard {
   id: string;
@@ -24,6 +26,26 @@ export interface StoreState {
 }
 
 const VERSION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+const CardSchema = z.looseObject({
+  id: z.string(),
+  created: z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'expected an ISO date'),
+  source: z.enum(['trained', 'imported']),
+});
+
+/** state.json as the service writes it; a hand-edited file that is not is refused with the reason. */
+const StateSchema = z.looseObject({
+  active: z.string().nullable().default(null),
+  canary: z.looseObject({ version: z.string(), percent: z.number(), mode: z.enum(['split', 'shadow']) }).nullable().default(null),
+  history: z.array(z.looseObject({ at: z.string(), action: z.string(), version: z.string().nullable(), previous: z.string().nullable(), by: z.string() })).default([]),
+  deleting: z.record(z.string(), z.number()).optional(),
+});
+
+/** A version whose files cannot be read as the service writes them (hand-copied, edited or damaged): 422. */
+export const unreadableVersion = (id: string, file: string, reason: string) => new AppError(422, 'version_unreadable', `version ${id}: ${file} ${reason}`);
+
+const problemOf = (err: unknown) =>
+  err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ') : (err as Error).message;
 
 /**
  * Model store on disk:
@@ -55,27 +77,53 @@ export class ModelStore {
     return ModelStore.isValidId(id) && existsSync(join(this.dir(id), 'manifest.json'));
   }
 
+  /**
+   * Registered versions: directories (or links to them) named by a valid id, holding a manifest.
+   * Others (a copy named "v1 (copy)", temp dirs) are not versions; scan reports the unregistered.
+   */
   listIds(): string[] {
-    return readdirSync(this.versionsDir, { withFileTypes: true })
-      .filter((d) => d.isDirectory() && !d.name.startsWith('.') && existsSync(join(this.versionsDir, d.name, 'manifest.json')))
-      .map((d) => d.name)
+    return this.versionDirs()
+      .filter((name) => ModelStore.isValidId(name) && existsSync(join(this.versionsDir, name, 'manifest.json')))
       .sort();
+  }
+
+  /** Names under versions/ that are directories or links to directories, except dot-names (temp dirs). */
+  versionDirs(): string[] {
+    return readdirSync(this.versionsDir, { withFileTypes: true })
+      .filter((d) => !d.name.startsWith('.') && (d.isDirectory() || (d.isSymbolicLink() && isDirectory(join(this.versionsDir, d.name)))))
+      .map((d) => d.name);
   }
 
   readJson<T>(id: string, file: string): T {
     return parseJsonText<T>(readFileSync(join(this.dir(id), file), 'utf8'));
   }
 
+  /** A file of a version, read as JSON and checked by `parse`; anything wrong is unreadableVersion (422). */
+  private readChecked<T>(id: string, file: string, parse: (raw: unknown) => T): T {
+    let raw: unknown;
+    try {
+      raw = this.readJson(id, file);
+    } catch (err) {
+      throw unreadableVersion(id, file, (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : `is not readable JSON: ${(err as Error).message}`);
+    }
+    try {
+      return parse(raw);
+    } catch (err) {
+      throw unreadableVersion(id, file, `is not valid: ${problemOf(err)}`);
+    }
+  }
+
   card(id: string): VersionCard {
-    return this.readJson<VersionCard>(id, 'card.json');
+    return this.readChecked(id, 'card.json', (raw) => CardSchema.parse(raw) as VersionCard);
   }
 
   spec(id: string): FeatureSpec {
-    return parseFeatureSpec(this.readJson(id, 'feature-spec.json'));
+    return this.readChecked(id, 'feature-spec.json', parseFeatureSpec);
   }
 
   metrics<T = Record<string, unknown>>(id: string): T | null {
-    return existsSync(join(this.dir(id), 'metrics.json')) ? this.readJson<T>(id, 'metrics.json') : null;
+    if (!existsSync(join(this.dir(id), 'metrics.json'))) return null;
+    return this.readChecked(id, 'metrics.json', (raw) => z.record(z.string(), z.unknown()).parse(raw) as T);
   }
 
   verify(id: string): void {
@@ -131,11 +179,15 @@ export class ModelStore {
     const path = join(this.root, 'state.json');
     const empty: StoreState = { active: null, canary: null, history: [] };
     if (!existsSync(path)) return empty;
+    let raw: unknown;
     try {
-      return { ...empty, ...parseJsonText<Partial<StoreState>>(readFileSync(path, 'utf8')) };
+      raw = parseJsonText(readFileSync(path, 'utf8'));
     } catch (err) {
-      throw new Error(`${path} is not readable JSON: ${(err as Error).message}`);
+      throw unavailable(`the model store's ${path} is not readable JSON (${(err as Error).message}): fix it, or remove it to serve the newest version`);
     }
+    const state = StateSchema.safeParse(raw);
+    if (!state.success) throw unavailable(`the model store's ${path} is not a valid state (${problemOf(state.error)}): fix it, or remove it to serve the newest version`);
+    return state.data as StoreState;
   }
 
   /**
@@ -180,13 +232,26 @@ export class ModelStore {
     return true;
   }
 
-  /** The version to serve: the recorded active one, else the only one, else the newest. */
+  /** The version to serve: the recorded active one, else the only one, else the newest (of those whose card reads). */
   resolveActive(): string | null {
     const state = this.readState();
     if (state.active && this.has(state.active)) return state.active;
-    const ids = this.listIds();
-    if (ids.length === 0) return null;
-    return ids.map((id) => ({ id, created: this.card(id).created })).sort((a, b) => a.created.localeCompare(b.created)).at(-1)!.id;
+    const dated = this.listIds().flatMap((id) => {
+      try {
+        return [{ id, created: Date.parse(this.card(id).created) }];
+      } catch {
+        return []; // an unreadable card: not a version to serve unasked
+      }
+    });
+    return dated.sort((a, b) => a.created - b.created).at(-1)?.id ?? null;
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }
 

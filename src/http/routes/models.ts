@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { bodyErrorResponses, ErrorBody, errorResponses } from '../schemas.js';
-import { notFound } from '../../lib/errors.js';
+import { AppError, notFound } from '../../lib/errors.js';
 import type { StoreState } from '../../registry/model-store.js';
 
 const VersionParam = z.object({ version: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, 'invalid version id') });
@@ -52,10 +52,37 @@ export const modelRoutes: FastifyPluginAsyncZod = async (app) => {
     if (!store.has(id)) throw notFound(`version ${id}`);
   }
 
-  app.get('/v1/models', { onRequest: read, schema: { tags: ['models'], summary: 'All versions in the registry', response: { 200: z.object({ models: z.array(ModelSummary) }), ...errorResponses } } }, async () => {
-    const state = await lifecycle.state();
-    return { models: store.listIds().map((id) => summary(id, state)).sort((a, b) => b.created.localeCompare(a.created)) };
-  });
+  app.get(
+    '/v1/models',
+    {
+      onRequest: read,
+      schema: {
+        tags: ['models'],
+        summary: 'All versions in the registry',
+        response: {
+          200: z.object({
+            models: z.array(ModelSummary),
+            unreadable: z.array(z.object({ id: z.string(), reason: z.string() })).meta({ description: 'Registered versions whose files cannot be read (hand-copied, edited or damaged): listed apart, never served unasked' }),
+          }),
+          ...errorResponses,
+        },
+      },
+    },
+    async () => {
+      const state = await lifecycle.state();
+      const models: ReturnType<typeof summary>[] = [];
+      const unreadable: { id: string; reason: string }[] = [];
+      for (const id of store.listIds()) {
+        try {
+          models.push(summary(id, state));
+        } catch (err) {
+          if (!(err instanceof AppError)) throw err;
+          unreadable.push({ id, reason: err.message });
+        }
+      }
+      return { models: models.sort((a, b) => b.created.localeCompare(a.created)), unreadable };
+    },
+  );
 
   app.get('/v1/models/history', { onRequest: read, schema: { tags: ['models'], summary: 'Activations, rollbacks and canary changes: who, when, why', response: { 200: z.object({ history: z.array(HistoryEntry) }), ...errorResponses } } }, async () => ({
     history: [...(await lifecycle.state()).history].reverse(),
