@@ -77,6 +77,7 @@ describe('audience scoring and re-scoring jobs', () => {
     expect(done.kind).toBe('score-audience');
     expect(done.scored).toBe(rows.length);
     expect(done.invalid).toBe(3);
+    expect(done.rowsDone).toBe(done.scored + done.invalid); // refused userIds are rows done too
     expect(done.errors.map((e) => e.path)).toEqual(expect.arrayContaining(['userId', 'features.PageValues']));
     expect(done.errors.map((e) => e.message)).toContain('userId longer than 256 characters');
     const bandTotal = (done.segments['high-intent'] ?? 0) + (done.segments['medium-intent'] ?? 0) + (done.segments['low-intent'] ?? 0);
@@ -89,6 +90,35 @@ describe('audience scoring and re-scoring jobs', () => {
     expect(user.modelVersion).toBe(BUNDLED_VERSION);
     const high = (await app.inject({ url: '/v1/segments/high-intent', headers: { authorization: SEG } })).json() as { size: number };
     expect(high.size).toBe(done.segments['high-intent'] ?? 0);
+  });
+
+  it('a cancel is seen however many rows in a row are refused for their userId, and one during the last chunk ends the job cancelled', async () => {
+    const jobs = app.services.scoringJobs;
+    const dir = mkdtempSync(join(tmpdir(), 'audience-cancel-'));
+    try {
+      // Every row refused (the header says user_id): the job still goes chunk by chunk and stops when cancelled.
+      const refused = join(dir, 'refused.csv');
+      writeFileSync(refused, ['user_id,PageValues', ...Array.from({ length: 20_000 }, (_, i) => `u${i},1`)].join('\n'));
+      const a = jobs.scoreCsv(refused);
+      jobs.cancel(a.id);
+      const doneA = await finished(a.id);
+      expect(doneA.status).toBe('cancelled');
+      expect(doneA.rowsDone).toBeLessThan(20_000);
+      expect(doneA.rowsDone).toBe(doneA.invalid);
+      // A small file is one chunk: a cancel while it is being scored is not lost.
+      const small = join(dir, 'small.csv');
+      writeFileSync(small, [['userId', ...columns].join(','), ...rows.slice(0, 5).map((r, i) => [`last-chunk-${i}`, ...columns.map((c) => String(r[c]))].join(','))].join('\n'));
+      const b = jobs.scoreCsv(small);
+      const onJob = (e: { jobId: string; job: ScoringJobView }) => {
+        if (e.jobId === b.id && e.job.rowsDone > 0) jobs.cancel(b.id);
+      };
+      jobs.on('job', onJob);
+      const doneB = await finished(b.id);
+      jobs.off('job', onJob);
+      expect(doneB).toMatchObject({ status: 'cancelled', rowsDone: 5, scored: 5 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it(`at most ${MAX_AUDIENCE_JOBS} audience jobs are queued or running at once; another is refused with 429`, async () => {

@@ -421,6 +421,10 @@ describe('retraining jobs (worker thread) over the HTTP API', () => {
       { name: 'region', type: 'categorical', blanks: 1 },
     ]);
     expect(readFileSync(join(dataDir, 'uploads', `${up.uploadId}.csv`), 'utf8')).toBe(csv);
+    // A column with values but no name (a pandas index) could never be trained on: refused now, not by the retrain later.
+    const indexed = await app.inject({ method: 'POST', url: '/v1/datasets', ...(await multipartFile('file', 'indexed.csv', ',x,y\n0,1,TRUE\n1,2,FALSE\n')) });
+    expect(indexed.statusCode).toBe(400);
+    expect(indexed.json().details).toEqual([{ path: 'file', message: expect.stringMatching(/column 1 has no name in the header but holds values/) }]);
 
     const job = await waitFinished(await start(shoppersBody({ dataset: { uploadId: up.uploadId }, hyperparameters: { epochs: 2 } })));
     expect(job.status, job.error ?? '').toBe('succeeded');

@@ -141,6 +141,12 @@ describe('training on awkward data', () => {
     result.model.dispose();
   });
 
+  it('an exclusion or a categorical override naming no column is an error, not a silent no-op', async () => {
+    const text = csv(100, 30);
+    await expect(trainFromTable(parseCsvText(text), { label: 'y', positive: 'TRUE', exclude: ['cod'], seed: 3 })).rejects.toThrow('--exclude names unknown columns: cod');
+    await expect(train(text, ['Code'])).rejects.toThrow('--categorical names unknown columns: Code');
+  });
+
   it('personas on a small training split: fewer of them than rows, and a clear error when more are asked for', async () => {
     const result = await train(csv(10, 5));
     const x = result.trainMatrix;

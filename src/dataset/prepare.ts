@@ -71,13 +71,29 @@ export const BLANK_IN_EVERY_ROW = 'blank in every row';
  * Drops exact duplicate and unlabeled rows, counts blank cells, infers column types. A column
  * blank in every kept row is left out of the features (and reported): it has nothing to learn.
  */
+/**
+ * Why the table cannot be trained on because a column without a name holds values (a feature must
+ * be named to be sent: a served model could never be given it); null when there is none. A nameless
+ * column of blanks (a trailing separator) is fine: it is left out like any blank column.
+ */
+export function namelessColumnProblem(table: CsvTable): string | null {
+  const at = table.columns.indexOf('');
+  if (at < 0 || table.rows.every((r) => (r[''] ?? '').trim() === '' || isMissingMarker((r[''] ?? '').trim()))) return null;
+  return `CSV column ${at + 1} has no name in the header but holds values: name it, or leave it out (a pandas index written by to_csv? write with index=False)`;
+}
+
 export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedDataset {
   if (table.rows.length === 0) throw new Error('CSV has a header but no data rows');
+  const nameless = namelessColumnProblem(table);
+  if (nameless) throw new Error(nameless);
   if (!table.columns.includes(opts.label)) {
     throw new Error(`label column "${opts.label}" not in CSV (columns: ${table.columns.join(', ')})`);
   }
   const unknownCats = (opts.categorical ?? []).filter((c) => !table.columns.includes(c));
   if (unknownCats.length) throw new Error(`--categorical names unknown columns: ${unknownCats.join(', ')}`);
+  // A misspelt exclusion would silently train on the column it meant to leave out.
+  const unknownExcluded = (opts.exclude ?? []).filter((c) => !table.columns.includes(c));
+  if (unknownExcluded.length) throw new Error(`--exclude names unknown columns: ${unknownExcluded.join(', ')}`);
 
   const isPositive = labelMatcher(opts.positive);
   const rows: Record<string, string>[] = [];
@@ -112,11 +128,6 @@ export function prepareDataset(table: CsvTable, opts: PrepareOptions): PreparedD
     if (values.every((v) => v.trim() === '' || isMissingMarker(v.trim()))) {
       columnsLeftOut[name] = BLANK_IN_EVERY_ROW;
       continue;
-    }
-    // A feature must be named to be sent: a served model could never be given this one.
-    if (name === '') {
-      const at = table.columns.indexOf('') + 1;
-      throw new Error(`CSV column ${at} has no name in the header but holds values: name it, or leave it out (a pandas index written by to_csv? write with index=False)`);
     }
     const type = inferColumnType(values, forced.has(name));
     if (type === 'categorical') warnings.push(...categoricalWarnings(name, values, forced.has(name)));

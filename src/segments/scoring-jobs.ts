@@ -9,7 +9,7 @@ import type { SegmentService } from './segment-service.js';
 import { coerceFeatures, csvCellValue } from '../preprocessing/coerce.js';
 import type { FeatureValues } from '../preprocessing/feature-spec.js';
 import { detectDelimiter, readHead, repeatedNames } from '../dataset/read-csv.js';
-import { AppError, notFound, unavailable } from '../lib/errors.js';
+import { AppError, notFound, unavailable, type FieldIssue } from '../lib/errors.js';
 import { isTerminal, type JobStatus } from '../lib/job-status.js';
 import { MAX_USER_ID_LENGTH } from '../lib/user-id.js';
 
@@ -46,6 +46,8 @@ interface JobRow {
   userId: string;
   features: Record<string, unknown>;
   row: number;
+  /** Refused before scoring (a bad userId): counted as done and invalid with its chunk, never scored. */
+  refused?: FieldIssue;
   seenAt?: number;
   /** A re-scored user's kept features, kept as they are (the model now active may take fewer). */
   kept?: FeatureValues;
@@ -128,13 +130,14 @@ export class ScoringJobs extends EventEmitter {
           n++;
           const userId = rec[userIdColumn]?.trim();
           if (!userId || userId.length > MAX_USER_ID_LENGTH) {
-            // A longer id could never be looked up or erased through /v1/users/:userId.
-            job.invalid++;
-            pushError(job, { row: n, path: userIdColumn, message: userId ? `userId longer than ${MAX_USER_ID_LENGTH} characters` : 'missing userId' });
-            continue;
+            // A longer id could never be looked up or erased through /v1/users/:userId. The row
+            // still goes with its chunk, so it counts as done and a cancel is seen however many
+            // rows in a row are refused.
+            rows.push({ userId: '', features: {}, row: n, refused: { path: userIdColumn, message: userId ? `userId longer than ${MAX_USER_ID_LENGTH} characters` : 'missing userId' } });
+          } else {
+            const features = Object.fromEntries(spec.features.filter((f) => f.name in rec).map((f) => [f.name, csvCellValue(f.type, rec[f.name])]));
+            rows.push({ userId, features, row: n });
           }
-          const features = Object.fromEntries(spec.features.filter((f) => f.name in rec).map((f) => [f.name, csvCellValue(f.type, rec[f.name])]));
-          rows.push({ userId, features, row: n });
           if (rows.length >= CHUNK) {
             await emitChunk(rows);
             rows = [];
@@ -209,6 +212,11 @@ export class ScoringJobs extends EventEmitter {
       if (!spec) throw new Error('no model is loaded');
       const valid: (JobRow & { values: FeatureValues })[] = [];
       for (const r of rows) {
+        if (r.refused) {
+          view.invalid++;
+          pushError(view, { row: r.row, ...r.refused });
+          continue;
+        }
         const { values, issues } = coerceFeatures(spec, r.features);
         if (issues.length === 0) valid.push({ ...r, values });
         else {
@@ -256,6 +264,9 @@ export class ScoringJobs extends EventEmitter {
       emit();
       try {
         await run(view, emitChunk);
+        // A cancel that came during the last chunk: nothing more was started, and the job says so
+        // (what was scored keeps its memberships, as with a cancel between chunks).
+        if (entry.cancel) throw new Cancelled();
         await this.segments.flush();
         view.recordsDropped = this.segments.dropped - droppedBefore;
         view.status = 'succeeded';

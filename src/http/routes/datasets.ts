@@ -7,6 +7,7 @@ import { ErrorBody, errorResponses } from '../schemas.js';
 import { AppError, ValidationError } from '../../lib/errors.js';
 import { readCsvFileStreaming } from '../../dataset/read-csv.js';
 import { inferColumnType } from '../../dataset/infer-types.js';
+import { namelessColumnProblem } from '../../dataset/prepare.js';
 import { parseCell } from '../../preprocessing/coerce.js';
 import { uploadPath, uploadsDir } from '../../dataset/resolve-path.js';
 import { receiveOneFile } from '../receive-one-file.js';
@@ -53,6 +54,8 @@ export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
       try {
         const table = await readCsvFileStreaming(partial);
         if (table.rows.length === 0) throw new Error('the CSV has a header but no rows');
+        const nameless = namelessColumnProblem(table);
+        if (nameless) throw new Error(nameless);
         summary = {
           uploadId,
           bytes,
