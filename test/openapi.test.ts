@@ -28,6 +28,16 @@ describe('openapi/openapi.json', () => {
     expect(doc.components.securitySchemes.bearer).toEqual({ type: 'http', scheme: 'bearer' });
     expect(doc.paths['/healthz'].get.security).toEqual([]); // probes need no key
   });
+
+  it('documents the multipart bodies of the upload routes (they read their parts as streams, without a body schema)', () => {
+    const doc = JSON.parse(readFileSync(OPENAPI_PATH, 'utf8')) as { paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: { properties: Record<string, { format?: string }>; required: string[] } }> } }>> };
+    for (const [path, file] of [['/v1/segments/score', 'file'], ['/v1/datasets', 'file'], ['/v1/models', 'model.json']] as const) {
+      const body = doc.paths[path].post.requestBody?.content['multipart/form-data'];
+      expect(body, path).toBeDefined();
+      expect(body!.schema.properties[file].format, path).toBe('binary');
+      expect(body!.schema.required, path).toContain(file);
+    }
+  });
 });
 
 describe('openapi/openapi.json references', () => {

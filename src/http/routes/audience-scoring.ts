@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { filePart, multipartBody } from '../multipart-docs.js';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import { AppError } from '../../lib/errors.js';
 import { receiveOneFile } from '../receive-one-file.js';
@@ -18,6 +19,7 @@ export const audienceScoringRoutes: FastifyPluginAsyncZod = async (app) => {
     '/v1/segments/score',
     {
       onRequest: auth.require('segments'),
+      config: { swaggerTransform: multipartBody({ file: filePart('The CSV: a userId column and the active model\'s feature columns, with a header row') }, ['file']) },
       schema: {
         tags: ['segments'],
         summary: 'Score an audience CSV (userId + feature columns) as a background job',

@@ -3,6 +3,7 @@ import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { filePart, multipartBody } from '../multipart-docs.js';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import { AppError, ValidationError } from '../../lib/errors.js';
 import { readCsvFileStreaming } from '../../dataset/read-csv.js';
@@ -31,6 +32,7 @@ export const datasetRoutes: FastifyPluginAsyncZod = async (app) => {
     '/v1/datasets',
     {
       onRequest: auth.require('admin'),
+      config: { swaggerTransform: multipartBody({ file: filePart('The CSV, with a header row (any part name)') }, ['file']) },
       schema: {
         tags: ['datasets'],
         summary: 'Upload a CSV for retraining; answers its inferred schema',

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { filePart, multipartBody, textPart } from '../multipart-docs.js';
 import { ErrorBody, errorResponses } from '../schemas.js';
 import { AppError, ValidationError } from '../../lib/errors.js';
 import { importVersion, scanStore } from '../../registry/import-version.js';
@@ -37,6 +38,18 @@ export const modelImportRoutes: FastifyPluginAsyncZod = async (app) => {
     '/v1/models',
     {
       onRequest: admin,
+      config: {
+        swaggerTransform: multipartBody(
+          {
+            'model.json': filePart('The tensorflowjs layers-model topology and weights manifest'),
+            'group1-shard1of1.bin': filePart("A weight shard, one part per path in model.json's weightsManifest, named as there"),
+            featureSpec: filePart('The feature spec (or a file part named feature-spec.json); see docs/importing-models.md'),
+            id: textPart('Version id (default: generated)'),
+            notes: textPart('Free text kept in the version card'),
+          },
+          ['model.json', 'featureSpec'],
+        ),
+      },
       schema: {
         tags: ['models'],
         summary: 'Import a Keras model (tensorflowjs layers-model export) as a new inactive version',
