@@ -41,6 +41,9 @@ describe('edge inputs', () => {
       `{"all":[${'['.repeat(20_000)}${']'.repeat(20_000)}]}`,
       '['.repeat(20_000) + ']'.repeat(20_000),
       `{"not":${'['.repeat(20_000)}${']'.repeat(20_000)}}`,
+      // A group whose value is a rule instead of a list of them, nested (also walked by featureReferences)
+      nested(20_000, '{"all":', '}'),
+      nested(20_000, '{"not":{"any":', '}}'),
       nested(17, '{"not":', '}'),
       JSON.stringify({ any: Array.from({ length: 201 }, (_, i) => ({ feature: 'PageValues', gt: i })) }),
       JSON.stringify({ any: Array.from({ length: 40 }, () => ({ all: Array.from({ length: 40 }, () => ({ feature: 'PageValues', gt: 1 })) })) }),

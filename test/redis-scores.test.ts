@@ -196,6 +196,23 @@ describe('score cache L2 (RedisScores)', () => {
       expect(store.errors).toBe(0);
     }));
 
+  it('flush() sends writes made while it waits, and waits without holding the event loop', () =>
+    withStore(2000, async (store) => {
+      redis.pause();
+      store.write('fa', 0.5);
+      await store.flush(5); // on the wire, unanswered
+      const flushing = store.flush(5000);
+      store.write('fb', 0.25); // arrives while flush() waits
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 5);
+      await new Promise((r) => setTimeout(r, 50));
+      redis.resume();
+      await flushing;
+      clearInterval(ticker);
+      expect(ticks).toBeGreaterThan(0);
+      expect(await client.mget('pi:score:fa', 'pi:score:fb')).toEqual(['0.5', '0.25']);
+    }));
+
   it('thousands of writes from one turn leave in batches of 512 and all land without a flush', () =>
     withStore(2000, async (store) => {
       const callsBefore = await scriptCalls();

@@ -46,6 +46,8 @@ export class RedisScores {
   private writeTimer: NodeJS.Timeout | undefined;
   private lastWrite: Promise<unknown> = Promise.resolve();
   private writesInFlight = 0;
+  /** Called (once each) when a write batch on the wire is answered or fails: flush() waits on these. */
+  private batchAnswered: (() => void)[] = [];
   private consecutiveTimeouts = 0;
   /** Reads skip Redis until this time (ms since epoch; 0 when not suspended). */
   private suspendedUntil = 0;
@@ -54,7 +56,7 @@ export class RedisScores {
   timeouts = 0;
   /** Times reads were suspended after TIMEOUTS_TO_SUSPEND timeouts in a row. */
   suspensions = 0;
-  /** Scores not written (Redis down, slow, too many write batches already on the wire, or a failed write batch). */
+  /** Scores not written (Redis down or slow, the write buffer full behind unanswered batches, or a failed write batch). */
   writesDropped = 0;
   /** Coalesced reads issued (one MGET each), for judging how many requests share a round trip. */
   reads = 0;
@@ -124,15 +126,18 @@ export class RedisScores {
   /** Sends the buffered writes now and waits (up to `ms`) until Redis has taken them all; for shutdown. */
   async flush(ms = 1000): Promise<void> {
     const deadline = Date.now() + ms;
-    clearTimeout(this.writeTimer);
-    this.writeTimer = undefined;
-    this.flushWrites();
-    // Writes beyond MAX_WRITES_IN_FLIGHT batches leave as earlier ones are answered.
-    while ((this.pendingWrites.length > 0 || this.writesInFlight > 0) && this.available) {
+    for (;;) {
+      // Buffered writes (including any made while waiting) leave as slots on the wire free up.
+      clearTimeout(this.writeTimer);
+      this.writeTimer = undefined;
+      this.flushWrites();
       const left = deadline - Date.now();
-      if (left <= 0) break;
+      if (this.writesInFlight === 0 || left <= 0) return;
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.lastWrite, new Promise((r) => (timer = setTimeout(r, left)))]);
+      await new Promise<void>((resolve) => {
+        this.batchAnswered.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
       clearTimeout(timer);
     }
   }
@@ -273,6 +278,7 @@ export class RedisScores {
         this.writesInFlight--;
         // Writes that waited for a free slot leave now, unless the usual timer or batch trigger will send them.
         if (this.pendingWrites.length > 0 && this.writeTimer === undefined) this.flushWrites();
+        for (const answered of this.batchAnswered.splice(0)) answered();
       });
   }
 }

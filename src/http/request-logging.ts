@@ -11,14 +11,12 @@ export class OneLineRequestLog extends LogController {
   override incomingRequest(): void {}
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    this.onCompleted?.(request.method, request.routeOptions.config?.url, reply.statusCode, reply.elapsedTime / 1000);
+    // Read once: routeOptions is a getter that builds an object, and both uses want the same latency.
+    const route = request.routeOptions.url;
+    const ms = reply.elapsedTime;
+    this.onCompleted?.(request.method, route, reply.statusCode, ms / 1000);
     if (!error && !(request.log as unknown as { isLevelEnabled(l: string): boolean }).isLevelEnabled?.('info')) return;
-    const line = {
-      method: request.method,
-      route: request.routeOptions.url ?? 'unmatched',
-      status: reply.statusCode,
-      ms: Math.round(reply.elapsedTime * 100) / 100,
-    };
+    const line = { method: request.method, route: route ?? 'unmatched', status: reply.statusCode, ms: Math.round(ms * 100) / 100 };
     if (error) request.log.error({ ...line, err: error }, 'request failed');
     else request.log.info(line, 'request');
   }

@@ -21,8 +21,8 @@ interface Series {
  * Prometheus histogram when scraped.
  */
 export class HttpRequestMetrics {
-  /** method + ' ' + route → status → series. */
-  private readonly series = new Map<string, Map<number, Series>>();
+  /** route → method → status → series: keyed by the strings as they come, with nothing built per request. */
+  private readonly series = new Map<string, Map<string, Map<number, Series>>>();
 
   constructor(registry: Registry) {
     const snapshot = () => this.values();
@@ -46,12 +46,14 @@ export class HttpRequestMetrics {
   }
 
   observe(method: string, route: string | undefined, status: number, seconds: number): void {
-    const key = method + ' ' + (route ?? 'unmatched');
-    let byStatus = this.series.get(key);
-    if (!byStatus) this.series.set(key, (byStatus = new Map()));
+    const template = route ?? 'unmatched';
+    let byMethod = this.series.get(template);
+    if (!byMethod) this.series.set(template, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
     let s = byStatus.get(status);
     if (!s) {
-      s = { labels: { method, route: route ?? 'unmatched', status_code: String(status) }, counts: new Float64Array(BUCKETS.length + 1), sum: 0, count: 0 };
+      s = { labels: { method, route: template, status_code: String(status) }, counts: new Float64Array(BUCKETS.length + 1), sum: 0, count: 0 };
       byStatus.set(status, s);
     }
     let b = 0;
@@ -64,8 +66,8 @@ export class HttpRequestMetrics {
   private values(): { value: number; labels: LabelValues<Label>; metricName: string }[] {
     // Bucket series carry `le` too, as prom-client's own histograms do (its types leave it out).
     const out: { value: number; labels: LabelValues<Label>; metricName: string }[] = [];
-    for (const byStatus of this.series.values()) {
-      for (const s of byStatus.values()) {
+    for (const byMethod of this.series.values()) {
+      for (const s of [...byMethod.values()].flatMap((byStatus) => [...byStatus.values()])) {
         let cumulative = 0;
         BUCKETS.forEach((le, b) => {
           cumulative += s.counts[b];

@@ -98,7 +98,9 @@ export function ruleSizeIssue(value: unknown): string | null {
     if (operands > RULE_LIMITS.operands) return `a rule may have at most ${RULE_LIMITS.operands} "in" operands in all`;
     for (const key of ['all', 'any'] as const) {
       const children = o[key];
+      // A group's list holds its children; anything else there is still walked by featureReferences.
       if (Array.isArray(children)) for (const c of children) stack.push({ v: c, depth: depth + 1 });
+      else if (key in o) stack.push({ v: children, depth: depth + 1 });
     }
     if ('not' in o) stack.push({ v: o.not, depth: depth + 1 });
   }
