@@ -52,7 +52,7 @@ export async function createServices(config: Config, backend: string, log: Fasti
   const commandTimeoutMs = config.REDIS_COMMAND_TIMEOUT_MS;
   const redis = config.REDIS_URL ? createRedis(config.REDIS_URL, log, 'redis', { commandTimeoutMs }) : undefined;
   // The score cache gets a connection of its own, so its reads never queue behind bulk segment work.
-  const cacheRedis = config.REDIS_URL ? createRedis(config.REDIS_URL, log, 'redis-cache', { autoPipelining: false, commandTimeoutMs }) : undefined;
+  const cacheRedis = config.REDIS_URL ? createRedis(config.REDIS_URL, log, 'redis-cache', { commandTimeoutMs }) : undefined;
   if (redis && cacheRedis) {
     const [up] = await Promise.all([waitForRedis(redis, 2000), waitForRedis(cacheRedis, 2000)]);
     if (!up) log.warn('redis not reachable at startup; serving from local state and reconnecting in the background');

@@ -67,3 +67,41 @@ describe('membership writes keep up with bulk traffic (real Redis)', () => {
     expect(app.services.segments.dropped).toBe(0);
   }, 120_000);
 });
+
+describe('a frozen membership store does not hold bulk answers or user reads (real Redis, paused)', () => {
+  let redis: TestRedis;
+  let app: FastifyInstance;
+  const rows = shopperFeatureRows(1000);
+  const auth = (key: string) => ({ authorization: `Bearer ${key}` });
+  const TIMEOUT_MS = 300;
+
+  beforeAll(async () => {
+    redis = await TestRedis.start();
+    app = await buildTestApp({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: String(TIMEOUT_MS), API_KEYS: `predict:${PREDICT},segments:${SEG}` });
+    await app.ready();
+  });
+  afterAll(async () => {
+    redis?.resume();
+    await app?.close();
+    await redis?.close();
+  });
+
+  it('batches with userIds answer without waiting for each queued write to time out, and a user read answers 503 without waiting for them either', async () => {
+    redis.pause();
+    const BATCHES = 30;
+    const started = Date.now();
+    for (let b = 0; b < BATCHES; b++) {
+      const instances = rows.map((features, i) => ({ userId: `frozen-${b}-${i}`, features }));
+      const res = await app.inject({ method: 'POST', url: '/v1/predict/batch', payload: { instances }, headers: auth(PREDICT) });
+      expect(res.statusCode).toBe(200);
+    }
+    // Waiting for the queue to drain would take about one timeout per queued batch (~9 s here).
+    expect(Date.now() - started).toBeLessThan((BATCHES * TIMEOUT_MS) / 2);
+    const readStarted = Date.now();
+    const user = await app.inject({ url: '/v1/users/frozen-0-0', headers: auth(SEG) });
+    expect(user.statusCode).toBe(503);
+    expect(Date.now() - readStarted).toBeLessThan((BATCHES * TIMEOUT_MS) / 2);
+    redis.resume();
+    await until(async () => (await app.inject({ url: '/v1/users/frozen-29-999', headers: auth(SEG) })).statusCode !== 503, 'user reads answering again', 30_000);
+  }, 60_000);
+});

@@ -20,8 +20,8 @@ afterAll(async () => {
   await redis?.close();
 });
 
-const connect = (url: string, autoPipelining?: boolean) => {
-  const c = createRedis(url, log, 'test', { autoPipelining });
+const connect = (url: string) => {
+  const c = createRedis(url, log, 'test');
   conns.push(c);
   return c;
 };
@@ -31,7 +31,7 @@ describe('redisStatus', () => {
     expect(redisStatus()).toBe('disabled');
     expect(redisStatus(undefined, undefined)).toBe('disabled');
     const shared = connect(redis.url);
-    const cache = connect(redis.url, false);
+    const cache = connect(redis.url);
     await until(() => shared.status === 'ready' && cache.status === 'ready', 'both connections ready');
     expect(redisStatus(shared, cache)).toBe('up');
     expect(await cache.mget('a', 'b')).toEqual([null, null]);

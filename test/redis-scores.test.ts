@@ -26,7 +26,7 @@ afterAll(async () => {
 
 /** Runs `fn` with an L2 store on its own connection (configured as the service configures it); `found` records what reads found. */
 async function withStore(timeoutMs: number, fn: (store: RedisScores, found: Map<string, number>) => Promise<void>): Promise<void> {
-  const conn = createRedis(redis.url, pino({ level: 'silent' }), 'test', { autoPipelining: false });
+  const conn = createRedis(redis.url, pino({ level: 'silent' }), 'test');
   try {
     await until(() => conn.status === 'ready', 'cache connection ready');
     const found = new Map<string, number>();
@@ -246,7 +246,7 @@ describe('score cache L2 event counters when commands time out (REDIS_COMMAND_TI
 
   /** Like withStore, on a connection whose commands fail after COMMAND_TIMEOUT_MS (as the service configures it). */
   async function withTimingOutStore(timeoutMs: number, fn: (store: RedisScores) => Promise<void>): Promise<void> {
-    const conn = createRedis(redis.url, pino({ level: 'silent' }), 'test', { autoPipelining: false, commandTimeoutMs: COMMAND_TIMEOUT_MS });
+    const conn = createRedis(redis.url, pino({ level: 'silent' }), 'test', { commandTimeoutMs: COMMAND_TIMEOUT_MS });
     try {
       await until(() => conn.status === 'ready', 'cache connection ready');
       await fn(new RedisScores(conn, { ttlSeconds: 60, timeoutMs }));

@@ -98,6 +98,23 @@ describe('segment memberships while Redis hangs', () => {
     await until(async () => (await app.services.segments.refreshDefinitions()) && (await app.inject({ url: '/v1/segments/hung-delete', headers: SEG })).statusCode === 200, 'the rule to be listed', 10_000);
   });
 
+  it('a change whose command timed out is a 503 saying it may still be applied (it is, once Redis answers), not "try again"', async () => {
+    const other = await buildTestApp({ API_KEYS, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '400' });
+    await other.ready();
+    redis.pause();
+    let res;
+    try {
+      res = await other.inject({ method: 'POST', url: '/v1/segments', headers: SEG, payload: { id: 'late-rule', name: 'late', rule: { score: { gte: 0.5 } } } });
+    } finally {
+      redis.resume();
+    }
+    expect(res.statusCode, res.body).toBe(503);
+    expect(res.json().message).toMatch(/did not answer in time: the change was sent and may still be applied.*read the resource before retrying/);
+    await until(async () => (await other.services.segments.refreshDefinitions()) && (await other.inject({ url: '/v1/segments/late-rule', headers: SEG })).statusCode === 200, 'the late rule to be listed', 10_000);
+    await other.inject({ method: 'DELETE', url: '/v1/segments/late-rule', headers: SEG });
+    await other.close();
+  });
+
   it('closes while Redis hangs (pending writes give up after the command timeout)', async () => {
     const other = await buildTestApp({ API_KEYS, REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT_MS: '400' });
     await other.ready();

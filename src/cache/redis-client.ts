@@ -3,12 +3,12 @@ import type { FastifyBaseLogger } from 'fastify';
 
 /**
  * Redis connection tuned for a cache in the request path: commands fail fast while disconnected
- * (no offline queue), and the client keeps reconnecting in the background forever.
- * `autoPipelining` (default on) merges commands issued in one tick into one socket write; a caller
- * that already sends one coalesced command per round trip turns it off, because the per-tick
- * pipeline it builds costs more CPU than the command itself.
+ * (no offline queue), and the client keeps reconnecting in the background forever. No
+ * auto-pipelining: every exchange here is already one coalesced command or pipeline, and with it
+ * ioredis holds a new pipeline while an earlier one awaits its answer, so against a frozen server
+ * each command's timeout would start only when the one before it ran out.
  */
-export function createRedis(url: string, log: FastifyBaseLogger, name = 'redis', { autoPipelining = true, commandTimeoutMs = 5000 } = {}): Redis {
+export function createRedis(url: string, log: FastifyBaseLogger, name = 'redis', { commandTimeoutMs = 5000 } = {}): Redis {
   const redis = new Redis(url, {
     enableOfflineQueue: false,
     // A connected server that stopped answering must not hold callers (segment writes, shutdown
@@ -18,8 +18,6 @@ export function createRedis(url: string, log: FastifyBaseLogger, name = 'redis',
     connectTimeout: 2000,
     retryStrategy: (times) => Math.min(50 * times, 1000),
     lazyConnect: false,
-    // Concurrent commands from many requests leave in one write per tick instead of one each.
-    enableAutoPipelining: autoPipelining,
   });
   let down = false;
   redis.on('ready', () => {

@@ -60,6 +60,12 @@ export class SegmentService {
   private readonly deleting = new Set<string>();
   /** Set when close() gave up on the queued writes: they are counted in `dropped` already. */
   private abandoned = false;
+  /** The last membership write failed (store down, or it timed out): waits for the store end at once until one succeeds. */
+  private storeFailing = false;
+  /**
+   * Records not confirmed written: dropped (queue full, store down, given up at shutdown), or whose
+   * write timed out. A frozen Redis may still apply a timed-out write when it resumes.
+   */
   dropped = 0;
 
   /** Records handed to the store and not yet written (or given up). */
@@ -171,13 +177,28 @@ export class SegmentService {
    * Resolves once fewer than HIGH_WATER records wait on the store (at once when they do). Bulk
    * producers await it after each chunk, so they go at the store's pace: per-user writes are
    * slower than scoring, and without it a 150,000-row upload overflowed MAX_PENDING_RECORDS and
-   * lost a fifth of its records on a healthy Redis. Bounded: every write settles within
-   * REDIS_COMMAND_TIMEOUT_MS, stored or dropped.
+   * lost a fifth of its records on a healthy Redis. Bounded: at most flushWaitMs in all, and not at
+   * all while writes are failing. Queued batches against a hung store each wait out their command
+   * timeout one after another, so waiting for them to drain could hold a request for minutes; past
+   * MAX_PENDING_RECORDS, records are then dropped and counted instead.
    */
   async backpressure(): Promise<void> {
-    while (this.pendingRecords + this.buffer.length > HIGH_WATER) {
-      await (this.buffer.length ? this.flush() : this.flushing);
+    const deadline = Date.now() + (this.opts.flushWaitMs ?? 5000);
+    while (this.pendingRecords + this.buffer.length > HIGH_WATER && !this.storeFailing) {
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.buffer.length ? this.flush() : this.flushing, new Promise((resolve) => (timer = setTimeout(resolve, left)))]);
+      clearTimeout(timer);
     }
+  }
+
+  /**
+   * Before reading a user's record: the writes queued so far, stored (waiting at most flushWaitMs,
+   * and not at all while writes are failing: the read then shows what the store holds).
+   */
+  async settled(): Promise<void> {
+    if (!this.storeFailing) await this.flushedWithin();
   }
 
   /** Writes buffered records; resolves when everything enqueued so far is stored. */
@@ -208,12 +229,17 @@ export class SegmentService {
     this.flushing = this.flushing.then(() =>
       this.store
         .record(batch, ids)
+        .then(() => {
+          this.storeFailing = false;
+        })
         .catch((err) => {
+          this.storeFailing = true;
           // Given up by close() (and counted there): the failure is the disconnect that follows it.
           if (this.abandoned) return;
-          // An outage must not fail predictions.
+          // An outage must not fail predictions. A write that timed out may still be applied by a
+          // Redis that resumes: counted all the same, since nothing confirms it.
           this.dropped += batch.length;
-          this.log.warn({ err: (err as Error).message, records: batch.length }, 'membership write failed; records dropped');
+          this.log.warn({ err: (err as Error).message, records: batch.length }, 'membership write failed; records not confirmed written (dropped, or applied late by a store that resumes)');
         })
         .finally(() => (this.pendingRecords -= batch.length)),
     );

@@ -36,7 +36,7 @@ export const userRoutes: FastifyPluginAsyncZod = async (app) => {
     },
     async (request, reply) => {
       void reply.header('cache-control', 'no-store'); // personal data: no shared cache may keep it
-      await segments.flush();
+      await segments.settled();
       const u = await segments.store.user(request.params.userId);
       if (!u) throw notFound(`user ${request.params.userId}`);
       return { userId: u.userId, probability: u.probability, modelVersion: u.version, scoredAt: new Date(u.scoredAt ?? u.at).toISOString(), lastSeenAt: new Date(u.at).toISOString(), persona: u.persona, segments: segments.currentSegmentsOf(u), featuresRetained: Boolean(u.features) };
