@@ -114,12 +114,14 @@ const ScoringJob = z
     kind: z.enum(['score-audience', 'rescore']),
     status: z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']),
     modelVersion: z.string().nullable(),
-    rowsDone: z.number(),
+    rowsDone: z.number().describe('rows read so far: scored + invalid'),
     scored: z.number(),
-    invalid: z.number(),
-    recordsDropped: z.number().describe('membership records not stored while the job ran (the store failed or hung; the service log says why)'),
+    invalid: z.number().describe('rows refused: a missing or over-long userId, or features that do not fit the model'),
+    recordsDropped: z.number().describe('membership records not confirmed stored while the job ran (the store failed or hung, or a write timed out; the service log says why)'),
     errors: z.array(z.object({ row: z.number(), path: z.string(), message: z.string() })),
-    segments: z.record(z.string(), z.number()).describe('memberships assigned by this job, per segment'),
+    segments: z
+      .record(z.string(), z.number())
+      .describe("scored rows per segment they put their user in (a userId on two rows counts twice; the user's membership is that of its last row)"),
     createdAt: z.string(),
     startedAt: z.string().nullable(),
     finishedAt: z.string().nullable(),
