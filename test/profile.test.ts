@@ -64,4 +64,22 @@ describe('segment profile', () => {
     expect(ten.features?.[0].numeric?.segment.mean).toBeCloseTo(4.5, 10);
     expect(ten.featuresWithheld).toBeUndefined();
   });
+
+  it('withholds a feature fewer than 10 members have a value for, even in a larger group (nine nulls and one value would show that one)', () => {
+    const spec = {
+      specVersion: 1,
+      label: { name: 'y', positive: '1' },
+      threshold: 0.5,
+      features: [
+        { name: 'x', type: 'numeric', nullable: true, impute: 0, mean: 0, std: 1 },
+        { name: 'z', type: 'numeric', nullable: false, impute: 0, mean: 0, std: 1 },
+      ],
+    } as never;
+    const rec = (userId: string, x: number | null, z: number): UserRecord => ({ ...user(userId, 'v1', null), probability: 0.5, features: { x, z } });
+    const population = Array.from({ length: 100 }, (_, i) => rec(`p${i}`, i, i));
+    const members = [...Array.from({ length: 9 }, (_, i) => rec(`decoy${i}`, null, i)), rec('target', 17, 3)];
+    const profile = computeProfile(spec, members, population, { size: 10, scoredUsers: 110 }, 'v1');
+    expect(profile.features?.map((f) => f.feature)).toEqual(['z']);
+    expect(profile.featuresWithheld).toBe('x: fewer than 10 members have a value for it, so its statistics are withheld');
+  });
 });

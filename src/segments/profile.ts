@@ -61,10 +61,14 @@ export function computeProfile(
   const features: FeatureProfile[] = [];
   /** Per categorical feature, the value its distinctiveness comes from (the text names that one). */
   const mostDistinct = new Map<string, string>();
+  /** Features left out because too few members have a value for them (the rest sent null). */
+  const sparse: string[] = [];
   for (const f of spec?.features ?? []) {
     const seg = withFeatures.map((m) => m.features![f.name]).filter((v) => v !== null && v !== undefined);
     const pop = popWithFeatures.map((m) => m.features![f.name]).filter((v) => v !== null && v !== undefined);
-    if (seg.length === 0 || pop.length === 0) continue;
+    // The minimum holds per feature: nine members without a value and one with it would show that one's.
+    if (seg.length > 0 && seg.length < MIN_PROFILE_MEMBERS) sparse.push(f.name);
+    if (seg.length < MIN_PROFILE_MEMBERS || pop.length === 0) continue;
     if (f.type === 'numeric') {
       const s = summarize(seg as number[]);
       const p = summarize(pop as number[]);
@@ -122,7 +126,11 @@ export function computeProfile(
     sample: { members: members.length, population: population.length, sampled: members.length < counts.size || population.length < counts.scoredUsers },
     score: { mean: probs.length ? probs.reduce((a, b) => a + b, 0) / probs.length : 0, median: quantile(probs, 0.5), histogram },
     ...(withFeatures.length ? { features, distinctive } : {}),
-    ...(withheld ? { featuresWithheld: `fewer than ${MIN_PROFILE_MEMBERS} members with kept features: feature statistics are withheld so that no member's values can be read off` } : {}),
+    ...(withheld
+      ? { featuresWithheld: `fewer than ${MIN_PROFILE_MEMBERS} members with kept features: feature statistics are withheld so that no member's values can be read off` }
+      : sparse.length
+        ? { featuresWithheld: `${sparse.join(', ')}: fewer than ${MIN_PROFILE_MEMBERS} members have a value for ${sparse.length === 1 ? 'it' : 'them'}, so ${sparse.length === 1 ? 'its' : 'their'} statistics are withheld` }
+        : {}),
     personas: [...personaCounts].map(([id, n]) => ({ id, share: n / Math.max(1, members.length) })).sort((a, b) => b.share - a.share),
   };
 }
