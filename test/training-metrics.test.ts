@@ -3,11 +3,17 @@ import { describe, expect, it } from 'vitest';
 import { bestF1Threshold, evaluate, f1At } from '../src/training/metrics.js';
 
 describe('decision threshold (best F1 on validation)', () => {
-  it('finds thresholds between close probabilities, and below 0.0005', () => {
-    expect(bestF1Threshold([1, 0, 0, 0], [0.4996, 0.4994, 0.4994, 0.1])).toBe(0.4996);
+  it('finds thresholds between close probabilities, and below 0.0005, midway between the two scores the split falls between', () => {
+    expect(bestF1Threshold([1, 0, 0, 0], [0.4996, 0.4994, 0.4994, 0.1])).toBe((0.4996 + 0.4994) / 2);
     const tiny = bestF1Threshold([1, 1, 0, 0, 0], [0.0003, 0.0002, 0.0001, 0.00005, 0.00001]);
-    expect(tiny).toBe(0.0002);
+    expect(tiny).toBe((0.0002 + 0.0001) / 2);
     expect(f1At([1, 1, 0, 0, 0], [0.0003, 0.0002, 0.0001, 0.00005, 0.00001], tiny)).toBe(1);
+    // A score a few ulps off training's (another kernel) stays on its side.
+    const p = [0.41355469822883606, 0.4135546, 0.2];
+    const t = bestF1Threshold([1, 0, 0], p);
+    expect(f1At([1, 0, 0], [0.41355466842651367, 0.41355463, 0.2], t)).toBe(1);
+    // Everything positive: the lowest score itself.
+    expect(bestF1Threshold([1, 1], [0.9, 0.8])).toBe(0.8);
   });
 
   it('reaches the best F1 any threshold can, with ties among predictions', () => {
@@ -20,7 +26,10 @@ describe('decision threshold (best F1 on validation)', () => {
         const p = rows.map(([, v]) => v);
         const bestPossible = Math.max(...p.map((t) => f1At(y, p, t)));
         const t = bestF1Threshold(y, p);
-        expect(p).toContain(t);
+        // On a score, or midway between two adjacent distinct ones.
+        const distinct = [...new Set(p)].sort((a, b) => b - a);
+        const between = distinct.slice(1).map((lower, i) => (distinct[i] + lower) / 2);
+        expect([...distinct, ...between]).toContain(t);
         expect(f1At(y, p, t)).toBeCloseTo(bestPossible, 12);
       }),
     );

@@ -77,7 +77,10 @@ export function bestF1Threshold(y: ArrayLike<number>, p: ArrayLike<number>): num
     const f = tp === 0 ? 0 : (2 * tp) / (tp + fp + positives);
     if (f > bestF1) {
       bestF1 = f;
-      best = p[i];
+      // Midway to the next lower score, not on this one: serving may compute a score a few ulps
+      // off training's (another kernel, another summation order), and a row right on the
+      // threshold would then change sides. The split of these rows is the same either way.
+      best = k + 1 < order.length ? (p[i] + p[order[k + 1]]) / 2 : p[i];
     }
   }
   return best;
