@@ -225,4 +225,23 @@ describe('a fleet of replicas sharing Redis and the store volume', () => {
     const atConvergence = load.count;
     while (load.count < atConvergence + 100) await sleep(5);
   }
+
+  it('starting the same shadow again begins a new session on every replica, not only on the one that started it', async () => {
+    const shadowN = async (app: FastifyInstance) => ((await app.inject({ url: `/v1/models/${B}/shadow`, headers: PREDICT })).json() as { n: number }).n;
+    const start = () => apps[0].inject({ method: 'POST', url: `/v1/models/${B}/canary`, headers: ADMIN, payload: { mode: 'shadow', reason: 'shadow session' } });
+    expect((await start()).statusCode).toBe(200);
+    expect(await pollAll(apps, (r) => r.model.canaryVersion === B, 5000)).toBeLessThan(Infinity);
+    const rows = shopperFeatureRows(20);
+    for (const app of apps) for (const features of rows) expect((await app.inject({ method: 'POST', url: '/v1/predict', headers: PREDICT, payload: { features } })).statusCode).toBe(200);
+    const deadline = performance.now() + 10_000;
+    while ((await shadowN(apps[1])) < rows.length && performance.now() < deadline) await sleep(10);
+    expect(await shadowN(apps[1])).toBe(rows.length);
+    expect((await start()).statusCode).toBe(200); // the same version and mode again
+    const restarted = performance.now() + 10_000;
+    while ((await shadowN(apps[1])) !== 0 && performance.now() < restarted) await sleep(20);
+    expect(await shadowN(apps[1])).toBe(0);
+    expect(await shadowN(apps[0])).toBe(0);
+    expect((await apps[0].inject({ method: 'POST', url: '/v1/models/canary/abort', headers: ADMIN, payload: {} })).statusCode).toBe(200);
+    expect(await pollAll(apps, (r) => r.model.canaryVersion === null, 5000)).toBeLessThan(Infinity);
+  });
 });

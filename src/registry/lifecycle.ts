@@ -136,8 +136,9 @@ export class Lifecycle {
         refuseActive(s);
         if (opts.mode === 'split') refuseIncompatible(s, model.spec);
         this.assertStillStored(id, s);
-        s.canary = { version: id, percent: opts.mode === 'shadow' ? 0 : opts.percent, mode: opts.mode };
-        s.history.push({ at: new Date().toISOString(), action: `canary:${opts.mode}`, version: id, previous: s.active, by: actor.by, reason: actor.reason });
+        const at = new Date().toISOString();
+        s.canary = { version: id, percent: opts.mode === 'shadow' ? 0 : opts.percent, mode: opts.mode, since: at };
+        s.history.push({ at, action: `canary:${opts.mode}`, version: id, previous: s.active, by: actor.by, reason: actor.reason });
       });
       this.shadow = { version: id, n: 0, absDiff: 0, agree: 0, incompatible: 0 };
       await this.reconcile();
@@ -289,7 +290,7 @@ export class Lifecycle {
         await this.models.serveCanary(canary?.version ?? null);
         // A new shadow session starts from zero on every replica, not only on the one that started it.
         const prev = this.canaryConfig;
-        if (canary?.mode === 'shadow' && (prev?.mode !== 'shadow' || prev.version !== canary.version)) {
+        if (canary?.mode === 'shadow' && (prev?.mode !== 'shadow' || prev.version !== canary.version || prev.since !== canary.since)) {
           this.shadow = { version: canary.version, n: 0, absDiff: 0, agree: 0, incompatible: 0 };
         }
         this.canaryConfig = canary;

@@ -19,7 +19,8 @@ export interface VersionCard {
 
 export interface StoreState {
   active: string | null;
-  canary: { version: string; percent: number; mode: 'split' | 'shadow' } | null;
+  /** `since`: when this canary was started (a restart of the same version and mode is a new session). */
+  canary: { version: string; percent: number; mode: 'split' | 'shadow'; since?: string } | null;
   history: { at: string; action: string; version: string | null; previous: string | null; by: string; reason?: string }[];
   /** Versions a replica is deleting (id → claim time, ms): no change may name them meanwhile. */
   deleting?: Record<string, number>;
