@@ -38,7 +38,9 @@ export function explain(model: LoadedModel, values: FeatureValues, vector: Float
   const pX = probability;
   let pBase = baselineProbability.get(model);
   if (pBase === undefined) baselineProbability.set(model, (pBase = model.predictSync(base, 1)[0]));
-  const grads = pathGradient(model, vector, base, width);
+  const chain = model.chainGradient;
+  const pre = chain ? null : preSigmoid(model.layersModel);
+  const grads = pathGradient(model, vector, base, width, pre);
 
   const contributions: Explanation['contributions'] = [];
   let at = 0;
@@ -51,13 +53,53 @@ export function explain(model: LoadedModel, values: FeatureValues, vector: Float
     contributions.push({ feature: f.name, value, contribution: c, text: `${f.name} = ${shown === null ? 'missing' : shown} ${c > 0 ? 'raises' : c < 0 ? 'lowers' : 'does not move'}` });
   }
   contributions.sort((a, b) => Math.abs(b.contribution) - Math.abs(a.contribution));
-  const chain = model.chainGradient;
-  const logitDelta = chain ? chain.logitAt(vector) - chain.logitAt(base) : logit(pX) - logit(pBase);
+  const logitDelta = chain ? chain.logitAt(vector) - chain.logitAt(base) : pre ? preSigmoidDelta(pre, vector, base, width) : logit(pX) - logit(pBase);
   return { baselineProbability: pBase, logitDelta, method: model.chainGradient ? 'integrated-gradients(exact: piecewise-linear path)' : `integrated-gradients(${STEPS} steps)`, contributions };
 }
 
+type LogitFn = (input: tf.Tensor) => tf.Tensor;
+const preSigmoids = new WeakMap<tf.LayersModel, LogitFn | null>();
+
+/**
+ * The model's output before its final sigmoid (a sigmoid Dense layer, or a sigmoid Activation
+ * layer), as a function of the input; null for any other output. Integrated along the path it has
+ * no float32 clip to cross where the probability saturates, so the contributions add up to its
+ * difference up to the integral's discretization.
+ */
+function preSigmoid(lm: tf.LayersModel): LogitFn | null {
+  if (preSigmoids.has(lm)) return preSigmoids.get(lm)!;
+  let fn: LogitFn | null = null;
+  try {
+    const last = lm.layers[lm.layers.length - 1];
+    const cls = last.getClassName();
+    const activation = (last.getConfig() as { activation?: unknown }).activation;
+    if ((cls === 'Dense' || cls === 'Activation') && activation === 'sigmoid' && !Array.isArray(last.input)) {
+      const inner = tf.model({ inputs: lm.inputs, outputs: last.input as tf.SymbolicTensor });
+      const [kernel, bias] = cls === 'Dense' ? last.getWeights() : [];
+      const useBias = (last.getConfig() as { useBias?: unknown }).useBias !== false;
+      fn = (input) => {
+        const h = inner.apply(input, { training: false }) as tf.Tensor2D;
+        if (!kernel) return h;
+        const z = tf.matMul(h, kernel as tf.Tensor2D);
+        return useBias && bias ? z.add(bias) : z;
+      };
+    }
+  } catch {
+    fn = null; // an output this cannot take apart: the clipped logit of the probability instead
+  }
+  preSigmoids.set(lm, fn);
+  return fn;
+}
+
+function preSigmoidDelta(pre: LogitFn, vector: Float32Array, base: Float32Array, width: number): number {
+  return tf.tidy(() => {
+    const z = pre(tf.tensor2d([...base, ...vector], [2, width])).dataSync();
+    return z[1] - z[0];
+  });
+}
+
 /** Mean gradient of logit(p) along the path: plain arithmetic for sigmoid dense chains, else a tfjs gradient tape. */
-function pathGradient(model: LoadedModel, vector: Float32Array, base: Float32Array, width: number): ArrayLike<number> {
+function pathGradient(model: LoadedModel, vector: Float32Array, base: Float32Array, width: number, pre: LogitFn | null): ArrayLike<number> {
   const fast = model.chainGradient;
   if (fast) return fast.exactPathGradient(vector, base);
   return tf.tidy(() => {
@@ -66,6 +108,7 @@ function pathGradient(model: LoadedModel, vector: Float32Array, base: Float32Arr
     const alphas = tf.tensor2d(Array.from({ length: STEPS }, (_, k) => (k + 0.5) / STEPS), [STEPS, 1]);
     const path = b.add(alphas.mul(x.sub(b)));
     const logitOf = (input: tf.Tensor) => {
+      if (pre) return pre(input);
       const p = (model.layersModel.apply(input, { training: false }) as tf.Tensor).clipByValue(1e-7, 1 - 1e-7);
       return p.div(tf.sub(1, p)).log();
     };
