@@ -35,7 +35,15 @@ async function main() {
     throw err;
   }
   const app = await buildApp(config);
-  await app.listen({ port: config.PORT, host: config.HOST });
+  try {
+    await app.listen({ port: config.PORT, host: config.HOST });
+  } catch (err) {
+    await app.close();
+    // A host name that does not resolve here, or an address this machine does not have.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL') throw new ConfigError(`invalid configuration:\n  HOST: cannot listen on ${JSON.stringify(config.HOST)} (${code})`);
+    throw err;
+  }
 
   let closing = false;
   const shutdown = async (signal: NodeJS.Signals) => {

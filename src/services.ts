@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import { existsSync, statSync } from 'node:fs';
@@ -47,7 +48,14 @@ export async function createServices(config: Config, backend: string, log: Fasti
   // A path that does not exist is a typo far more often than a wish for an empty store.
   if (!existsSync(config.MODEL_STORE)) throw new ConfigError(`invalid configuration:\n  MODEL_STORE: directory ${JSON.stringify(config.MODEL_STORE)} does not exist`);
   if (!statSync(config.MODEL_STORE).isDirectory()) throw new ConfigError(`invalid configuration:\n  MODEL_STORE: ${JSON.stringify(config.MODEL_STORE)} is not a directory`);
-  const store = new ModelStore(config.MODEL_STORE);
+  if (existsSync(config.DATA_DIR) && !statSync(config.DATA_DIR).isDirectory()) throw new ConfigError(`invalid configuration:\n  DATA_DIR: ${JSON.stringify(config.DATA_DIR)} is not a directory`);
+  let store: ModelStore;
+  try {
+    store = new ModelStore(config.MODEL_STORE);
+  } catch (err) {
+    // An empty store this process cannot write to (a fresh volume owned by another user) could never hold a version.
+    throw new ConfigError(`invalid configuration:\n  MODEL_STORE: cannot create ${JSON.stringify(join(config.MODEL_STORE, 'versions'))}: ${(err as Error).message}`);
+  }
   store.sweepTemp();
   const commandTimeoutMs = config.REDIS_COMMAND_TIMEOUT_MS;
   const redis = config.REDIS_URL ? createRedis(config.REDIS_URL, log, 'redis', { commandTimeoutMs }) : undefined;

@@ -137,6 +137,16 @@ describe('loadConfig', () => {
     expect(loadConfig({ TRAINING_CPU_SHARE: '0.01' }).TRAINING_CPU_SHARE).toBe(0.01);
   });
 
+  it('says a fractional value for a whole-number setting is not whole (not that it is no decimal number)', () => {
+    for (const variable of ['PORT', 'CACHE_MAX_ENTRIES', 'SHUTDOWN_GRACE_MS']) expect(rejects({ [variable]: '80.5' }, variable).message).toMatch(/expected a whole number/);
+    expect(loadConfig({ TRAINING_CPU_SHARE: '0.5' }).TRAINING_CPU_SHARE).toBe(0.5);
+  });
+
+  it('takes an IP address or a host name for HOST, and refuses anything else', () => {
+    for (const host of ['0.0.0.0', '127.0.0.1', '::', '::1', 'localhost', 'api.example.com', 'svc-1.internal.']) expect(loadConfig({ HOST: host }).HOST).toBe(host);
+    for (const host of ['not a host', '256.1.1.1', '1.2.3', 'host_name', '-bad.example', 'http://x']) expect(rejects({ HOST: host }, 'HOST').message).toMatch(/expected an IP address or a host name/);
+  });
+
   it('rejects a REDIS_URL that is no URL with a host, masking its password in the message', () => {
     for (const url of ['redis://', 'redis://h:notaport', 'redis://exa mple', 'redis://:s3cretPassw0rd@redis.internal:99999/0']) {
       const err = rejects({ REDIS_URL: url }, 'REDIS_URL');
@@ -181,5 +191,11 @@ describe('server startup', () => {
     const { code, stderr } = await runServer({ ...process.env, PORT: '0', LOG_LEVEL: 'silent', MODEL_STORE: './package.json' });
     expect(code).toBe(2);
     expect(stderr).toContain('MODEL_STORE: "./package.json" is not a directory');
+  });
+
+  it('exits 2 when HOST names no address of this machine, naming it', async () => {
+    const { code, stderr } = await runServer({ ...process.env, PORT: '0', LOG_LEVEL: 'silent', TF_BACKEND: 'wasm', HOST: 'no-such-host.invalid' });
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/HOST: cannot listen on "no-such-host.invalid" \((ENOTFOUND|EAI_AGAIN)\)/);
   });
 });

@@ -1,9 +1,10 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.js';
 import { loadConfig } from '../src/config/env.js';
+import { initBackend } from '../src/inference/backend.js';
 import { copyDefaultStore } from './helpers/app.js';
 import { BUNDLED_VERSION } from './helpers/second-version.js';
 
@@ -79,3 +80,30 @@ describe('MODEL_STORE that does not exist', () => {
     rmSync(join(missing, '..'), { recursive: true, force: true });
   });
 });
+
+describe('paths that cannot serve', () => {
+  it('a DATA_DIR that is a file, or a MODEL_STORE whose versions/ cannot be created, is refused naming the variable', async () => {
+    const store = copyDefaultStore();
+    try {
+      const file = join(store, 'a-file');
+      writeFileSync(file, 'x');
+      await expect(buildApp(loadConfig({ MODEL_STORE: store, DATA_DIR: file, TF_BACKEND: 'wasm', LOG_LEVEL: 'silent' }))).rejects.toThrow(/DATA_DIR: ".*a-file" is not a directory/);
+      const empty = join(store, 'empty-store');
+      mkdirSync(empty);
+      writeFileSync(join(empty, 'versions'), 'not a directory'); // as unwritable: versions/ cannot be made
+      await expect(buildApp(loadConfig({ MODEL_STORE: empty, TF_BACKEND: 'wasm', LOG_LEVEL: 'silent' }))).rejects.toThrow(/MODEL_STORE: cannot create ".*versions"/);
+    } finally {
+      rmSync(store, { recursive: true, force: true });
+    }
+  });
+
+  it('TF_BACKEND=node without @tensorflow/tfjs-node is a configuration error naming the variable', async () => {
+    const present = await import('@tensorflow/tfjs-node' as string).then(
+      () => true,
+      () => false,
+    );
+    if (present) expect(await initBackend('node')).toBe('tensorflow');
+    else await expect(initBackend('node')).rejects.toThrow(/TF_BACKEND: node, but @tensorflow\/tfjs-node did not load/);
+  });
+});
+

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { NUMERIC_TEXT } from '../lib/numeric-text.js';
 
@@ -6,7 +7,9 @@ import { NUMERIC_TEXT } from '../lib/numeric-text.js';
  * or "Infinity", which are typos here.
  */
 const decimal = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (typeof v === 'string' && NUMERIC_TEXT.test(v) ? Number(v) : v), schema);
-const number = () => z.number({ error: (issue) => (issue.code === 'invalid_type' ? 'expected a decimal number' : undefined) });
+// zod reports a number that is not whole as an invalid type too (expected "int").
+const number = () =>
+  z.number({ error: (issue) => (issue.code !== 'invalid_type' ? undefined : (issue as { expected?: string }).expected === 'int' ? 'expected a whole number' : 'expected a decimal number') });
 const port = decimal(number().int().min(0).max(65535));
 /**
  * Every number has an upper bound, so a typo fails at startup rather than later: timers above
@@ -22,7 +25,7 @@ const GiB = 1024 ** 3;
 /** Every setting the service reads from the environment, with defaults. */
 export const ConfigSchema = z.object({
   PORT: port.default(8080),
-  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  HOST: z.string().trim().min(1).refine(isHost, 'expected an IP address or a host name').default('0.0.0.0'),
   MODEL_STORE: z.string().trim().min(1).default('./model-store'),
   DATA_DIR: z.string().trim().min(1).default('./data'),
   REDIS_URL: z
@@ -52,6 +55,14 @@ export const ConfigSchema = z.object({
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
+
+const HOST_NAME = /^(?=.{1,253}\.?$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+/** An IP address, or a host name that is not a mistyped IPv4 address ("256.1.1.1"). */
+function isHost(s: string): boolean {
+  if (isIP(s) !== 0) return true;
+  return HOST_NAME.test(s) && !/^[\d.]+$/.test(s);
+}
 
 export class ConfigError extends Error {}
 

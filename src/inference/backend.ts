@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
+import { ConfigError } from '../config/env.js';
 
 export type BackendPreference = 'auto' | 'node' | 'wasm' | 'cpu';
 
@@ -15,7 +16,7 @@ export async function initBackend(pref: BackendPreference = 'auto'): Promise<str
       await import(name);
       if (await tf.setBackend('tensorflow')) return finish();
     } catch (err) {
-      if (pref === 'node') throw new Error(`TF_BACKEND=node but @tensorflow/tfjs-node did not load: ${(err as Error).message}`);
+      if (pref === 'node') throw new ConfigError(`invalid configuration:\n  TF_BACKEND: node, but @tensorflow/tfjs-node did not load: ${(err as Error).message}`);
     }
   }
   if (pref === 'wasm' || pref === 'auto') {
