@@ -5,6 +5,12 @@ import { buildTestApp } from './helpers/app.js';
 import { shopperFeatureRows } from './helpers/shoppers.js';
 import { TestRedis } from './helpers/redis-server.js';
 import { until } from './helpers/http.js';
+import { pino } from 'pino';
+import { SegmentService } from '../src/segments/segment-service.js';
+import { MemoryMembershipStore } from '../src/segments/memory-membership-store.js';
+import type { MembershipRecord } from '../src/segments/membership-store.js';
+import type { ModelManager } from '../src/registry/model-manager.js';
+import type { ScoreCache } from '../src/cache/score-cache.js';
 
 /**
  * Bulk traffic with userIds goes at the membership store's pace: per-user writes are slower than
@@ -105,3 +111,33 @@ describe('a frozen membership store does not hold bulk answers or user reads (re
     await until(async () => (await app.inject({ url: '/v1/users/frozen-29-999', headers: auth(SEG) })).statusCode !== 503, 'user reads answering again', 30_000);
   }, 60_000);
 });
+
+describe('several bulk producers on a slow but healthy store', () => {
+  /** Writes take 20 µs per record: a 10,000-record batch settles in 200 ms. */
+  class SlowStore extends MemoryMembershipStore {
+    override async record(batch: MembershipRecord[], segmentIds: string[]): Promise<void> {
+      await new Promise((r) => setTimeout(r, batch.length / 50));
+      return super.record(batch, segmentIds);
+    }
+  }
+
+  it('wait as long as batches keep settling: three producers of 60,000 records each lose none', async () => {
+    const store = new SlowStore();
+    const models = { active: null } as unknown as ModelManager;
+    // flushWaitMs (500 ms) is shorter than the whole queue takes to drain, longer than one batch.
+    const segments = new SegmentService(store, models, {} as ScoreCache, pino({ level: 'silent' }), { ttlDays: 30, retainFeatures: false, flushWaitMs: 500 });
+    const producer = async (lane: number) => {
+      for (let round = 0; round < 6; round++) {
+        for (let i = 0; i < 10_000; i++) {
+          segments.enqueue({ userId: `p${lane}-${round}-${i}`, probability: 0.5, version: 'v1', persona: null, segments: ['low-intent'], at: Date.now() });
+        }
+        await segments.backpressure();
+      }
+    };
+    await Promise.all([producer(0), producer(1), producer(2)]);
+    await segments.flush();
+    expect(segments.dropped).toBe(0);
+    expect(await store.size('low-intent')).toBe(180_000);
+  }, 60_000);
+});
+

@@ -111,6 +111,17 @@ describe('segment memberships while Redis hangs', () => {
     expect(res.statusCode, res.body).toBe(503);
     expect(res.json().message).toMatch(/did not answer in time: the change was sent and may still be applied.*read the resource before retrying/);
     await until(async () => (await other.services.segments.refreshDefinitions()) && (await other.inject({ url: '/v1/segments/late-rule', headers: SEG })).statusCode === 200, 'the late rule to be listed', 10_000);
+    // An update reads the rule first: when that read times out nothing was sent, and the answer says try again.
+    redis.pause();
+    try {
+      res = await other.inject({ method: 'PUT', url: '/v1/segments/late-rule', headers: SEG, payload: { name: 'renamed', rule: { score: { gte: 0.5 } } } });
+    } finally {
+      redis.resume();
+    }
+    expect(res.statusCode, res.body).toBe(503);
+    expect(res.json().message).toBe('redis is unavailable or not answering; try again later');
+    await until(async () => (await other.inject({ url: '/v1/segments/late-rule', headers: SEG })).statusCode === 200, 'the rule to be readable', 10_000);
+    expect((await other.inject({ url: '/v1/segments/late-rule', headers: SEG })).json().name).toBe('late');
     await other.inject({ method: 'DELETE', url: '/v1/segments/late-rule', headers: SEG });
     await other.close();
   });

@@ -12,8 +12,9 @@ describe('decision threshold (best F1 on validation)', () => {
     const p = [0.41355469822883606, 0.4135546, 0.2];
     const t = bestF1Threshold([1, 0, 0], p);
     expect(f1At([1, 0, 0], [0.41355466842651367, 0.41355463, 0.2], t)).toBe(1);
-    // Everything positive: the lowest score itself.
-    expect(bestF1Threshold([1, 1], [0.9, 0.8])).toBe(0.8);
+    // Everything positive: halfway below the lowest score; adjacent doubles: the higher one.
+    expect(bestF1Threshold([1, 1], [0.9, 0.8])).toBe(0.4);
+    expect(bestF1Threshold([1, 0], [0.5000000000000001, 0.5])).toBe(0.5000000000000001);
   });
 
   it('reaches the best F1 any threshold can, with ties among predictions', () => {
@@ -28,7 +29,7 @@ describe('decision threshold (best F1 on validation)', () => {
         const t = bestF1Threshold(y, p);
         // On a score, or midway between two adjacent distinct ones.
         const distinct = [...new Set(p)].sort((a, b) => b - a);
-        const between = distinct.slice(1).map((lower, i) => (distinct[i] + lower) / 2);
+        const between = [...distinct.slice(1), 0].map((lower, i) => (distinct[i] + lower) / 2);
         expect([...distinct, ...between]).toContain(t);
         expect(f1At(y, p, t)).toBeCloseTo(bestPossible, 12);
       }),

@@ -211,13 +211,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     }
     if (isRedisUnavailable(error)) {
       request.log.warn({ err: error.message }, 'redis unavailable');
-      // A command that timed out was sent: a Redis that resumes may still apply it. A change then
-      // must be checked, not blindly repeated (a create would meet its own earlier self).
-      const maybeApplied = error.message.startsWith('Command timed out') && request.method !== 'GET' && request.method !== 'HEAD';
-      const message = maybeApplied
-        ? 'redis did not answer in time: the change was sent and may still be applied when it answers; read the resource before retrying'
-        : 'redis is unavailable or not answering; try again later';
-      return reply.code(503).send({ error: 'unavailable', message, details: [] });
+      return reply.code(503).send({ error: 'unavailable', message: 'redis is unavailable or not answering; try again later', details: [] });
     }
     if (error.statusCode === undefined && isMalformedMultipart(error)) {
       return reply.code(400).send({ error: 'bad_request', message: `malformed multipart body: ${error.message}`, details: [{ path: 'body', message: error.message }] });

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { AppError } from '../lib/errors.js';
 import { isPersonaSegment, type Bands, type RuleSegment } from './definitions.js';
 import {
   decodeCursor,
@@ -310,6 +311,22 @@ return { h[1] and 1 or 0, h[2] and 1 or 0, h[3] or '', removed }
 `;
 
 /**
+ * A change's own command. Timed out, it was sent all the same, and a Redis that resumes may still
+ * apply it: the caller is told so (503), not to try again, which could meet its own earlier write
+ * (a create answered "exists"). A read before the change that times out is the plain "try again".
+ */
+async function sentChange<T>(command: Promise<T>): Promise<T> {
+  try {
+    return await command;
+  } catch (err) {
+    if ((err as Error).message?.startsWith('Command timed out')) {
+      throw new AppError(503, 'unavailable', 'redis did not answer in time: the change was sent and may still be applied when it answers; read the resource before retrying');
+    }
+    throw err;
+  }
+}
+
+/**
  * How long an erasure's tombstone refuses records computed before it. It must outlast any write
  * still queued on another replica: such writes give up after REDIS_COMMAND_TIMEOUT_MS (at most
  * 10 minutes), and a store that answers takes milliseconds.
@@ -472,7 +489,7 @@ export class RedisMembershipStore implements MembershipStore {
       segKeys.push(...keys);
     } while (cur !== '0');
     const keys = [K.user(userId), K.seen, K.erased(userId), ...new Set(segKeys)];
-    const [record, features, ck, removed] = await this.scripts.piEraseUser(keys.length, ...keys, userId, Date.now(), ERASED_TTL_MS);
+    const [record, features, ck, removed] = await sentChange(this.scripts.piEraseUser(keys.length, ...keys, userId, Date.now(), ERASED_TTL_MS));
     return {
       segments: removed.map((k) => k.slice('pi:seg:'.length)),
       userRecord: Number(record) === 1,
@@ -557,7 +574,7 @@ export class RedisMembershipStore implements MembershipStore {
   }
 
   async setBands(b: Bands): Promise<void> {
-    await this.redis.set(K.bands, JSON.stringify(b));
+    await sentChange(this.redis.set(K.bands, JSON.stringify(b)));
   }
 
   async rules(): Promise<RuleSegment[]> {
@@ -566,11 +583,11 @@ export class RedisMembershipStore implements MembershipStore {
   }
 
   async putRule(r: RuleSegment): Promise<void> {
-    await this.redis.hset(K.rules, r.id, JSON.stringify(r));
+    await sentChange(this.redis.hset(K.rules, r.id, JSON.stringify(r)));
   }
 
   async createRule(r: RuleSegment, maxRules: number): Promise<'created' | 'exists' | 'full'> {
-    return (await this.scripts.piCreateRule(K.rules, K.seg(r.id), K.updated, K.deletedRules, r.id, JSON.stringify(r), maxRules)) as 'created' | 'exists' | 'full';
+    return (await sentChange(this.scripts.piCreateRule(K.rules, K.seg(r.id), K.updated, K.deletedRules, r.id, JSON.stringify(r), maxRules))) as 'created' | 'exists' | 'full';
   }
 
   async updateRule(id: string, change: (current: RuleSegment) => RuleSegment): Promise<RuleSegment | null> {
@@ -579,14 +596,14 @@ export class RedisMembershipStore implements MembershipStore {
       const read = await this.redis.hget(K.rules, id);
       if (read === null) return null;
       const next = change(JSON.parse(read) as RuleSegment);
-      const res = Number(await this.scripts.piUpdateRule(K.rules, id, read, JSON.stringify(next)));
+      const res = Number(await sentChange(this.scripts.piUpdateRule(K.rules, id, read, JSON.stringify(next))));
       if (res === 1) return next;
       if (res === 0) return null;
     }
   }
 
   async deleteRule(id: string): Promise<boolean> {
-    return Number(await this.scripts.piDeleteRule(K.rules, K.seg(id), K.updated, K.deletedRules, id, Date.now(), DELETED_RULE_KEEP_MS)) === 1;
+    return Number(await sentChange(this.scripts.piDeleteRule(K.rules, K.seg(id), K.updated, K.deletedRules, id, Date.now(), DELETED_RULE_KEEP_MS))) === 1;
   }
 
   async close(): Promise<void> {}

@@ -27,6 +27,8 @@ export interface SegmentSummary {
 const MAX_PENDING_RECORDS = 50_000;
 /** Records waiting on the store past which bulk producers wait for it (backpressure). */
 const HIGH_WATER = 20_000;
+/** Records per store call (one Redis pipeline). */
+const WRITE_CHUNK = 2_000;
 const MAX_RULE_SEGMENTS = 100;
 /**
  * Longest close() waits for queued membership writes (less when flushWaitMs is shorter). Shutdown
@@ -62,6 +64,8 @@ export class SegmentService {
   private abandoned = false;
   /** The last membership write failed (store down, or it timed out): waits for the store end at once until one succeeds. */
   private storeFailing = false;
+  /** Write batches stored or failed so far: backpressure() waits on while this moves. */
+  private batchesSettled = 0;
   /**
    * Records not confirmed written: dropped (queue full, store down, given up at shutdown), or whose
    * write timed out. A frozen Redis may still apply a timed-out write when it resumes.
@@ -177,19 +181,27 @@ export class SegmentService {
    * Resolves once fewer than HIGH_WATER records wait on the store (at once when they do). Bulk
    * producers await it after each chunk, so they go at the store's pace: per-user writes are
    * slower than scoring, and without it a 150,000-row upload overflowed MAX_PENDING_RECORDS and
-   * lost a fifth of its records on a healthy Redis. Bounded: at most flushWaitMs in all, and not at
-   * all while writes are failing. Queued batches against a hung store each wait out their command
-   * timeout one after another, so waiting for them to drain could hold a request for minutes; past
-   * MAX_PENDING_RECORDS, records are then dropped and counted instead.
+   * lost a fifth of its records on a healthy Redis. Bounded: it gives up when no write batch has
+   * settled for flushWaitMs, and does not wait while writes are failing. Queued batches against a
+   * hung store each wait out their command timeout one after another, so waiting for them to drain
+   * could hold a request for minutes; past MAX_PENDING_RECORDS, records are then dropped and
+   * counted instead. A store that answers, however slowly and however many producers wait on it,
+   * keeps settling batches, and nothing is dropped.
    */
   async backpressure(): Promise<void> {
-    const deadline = Date.now() + (this.opts.flushWaitMs ?? 5000);
+    const wait = this.opts.flushWaitMs ?? 5000;
+    let deadline = Date.now() + wait;
+    let settled = this.batchesSettled;
     while (this.pendingRecords + this.buffer.length > HIGH_WATER && !this.storeFailing) {
       const left = deadline - Date.now();
       if (left <= 0) return;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.buffer.length ? this.flush() : this.flushing, new Promise((resolve) => (timer = setTimeout(resolve, left)))]);
       clearTimeout(timer);
+      if (this.batchesSettled !== settled) {
+        settled = this.batchesSettled;
+        deadline = Date.now() + wait;
+      }
     }
   }
 
@@ -226,23 +238,32 @@ export class SegmentService {
     }
     const ids = this.segmentIds();
     this.pendingRecords += batch.length;
-    this.flushing = this.flushing.then(() =>
-      this.store
-        .record(batch, ids)
-        .then(() => {
-          this.storeFailing = false;
-        })
-        .catch((err) => {
-          this.storeFailing = true;
-          // Given up by close() (and counted there): the failure is the disconnect that follows it.
-          if (this.abandoned) return;
-          // An outage must not fail predictions. A write that timed out may still be applied by a
-          // Redis that resumes: counted all the same, since nothing confirms it.
-          this.dropped += batch.length;
-          this.log.warn({ err: (err as Error).message, records: batch.length }, 'membership write failed; records not confirmed written (dropped, or applied late by a store that resumes)');
-        })
-        .finally(() => (this.pendingRecords -= batch.length)),
-    );
+    // Written WRITE_CHUNK records per store call: a bulk request's 10,000 records in one Redis
+    // pipeline would hold the server (and every read behind it) for the whole pipeline, and leave
+    // producers waiting in backpressure() without a sign of progress for as long.
+    for (let at = 0; at < batch.length; at += WRITE_CHUNK) {
+      const chunk = batch.length <= WRITE_CHUNK ? batch : batch.slice(at, at + WRITE_CHUNK);
+      this.flushing = this.flushing.then(() =>
+        this.store
+          .record(chunk, ids)
+          .then(() => {
+            this.storeFailing = false;
+          })
+          .catch((err) => {
+            this.storeFailing = true;
+            // Given up by close() (and counted there): the failure is the disconnect that follows it.
+            if (this.abandoned) return;
+            // An outage must not fail predictions. A write that timed out may still be applied by a
+            // Redis that resumes: counted all the same, since nothing confirms it.
+            this.dropped += chunk.length;
+            this.log.warn({ err: (err as Error).message, records: chunk.length }, 'membership write failed; records not confirmed written (dropped, or applied late by a store that resumes)');
+          })
+          .finally(() => {
+            this.pendingRecords -= chunk.length;
+            this.batchesSettled++;
+          }),
+      );
+    }
     return this.flushing;
   }
 

@@ -80,7 +80,10 @@ export function bestF1Threshold(y: ArrayLike<number>, p: ArrayLike<number>): num
       // Midway to the next lower score, not on this one: serving may compute a score a few ulps
       // off training's (another kernel, another summation order), and a row right on the
       // threshold would then change sides. The split of these rows is the same either way.
-      best = k + 1 < order.length ? (p[i] + p[order[k + 1]]) / 2 : p[i];
+      // Every row positive: halfway to 0 below the lowest score, for the same reason.
+      const lower = k + 1 < order.length ? p[order[k + 1]] : 0;
+      const mid = (p[i] + lower) / 2;
+      best = mid > lower ? mid : p[i]; // two adjacent doubles have no double between them
     }
   }
   return best;
