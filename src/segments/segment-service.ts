@@ -62,7 +62,7 @@ export class SegmentService {
   private readonly deleting = new Set<string>();
   /** Set when close() gave up on the queued writes: they are counted in `dropped` already. */
   private abandoned = false;
-  /** The last membership write failed (store down, or it timed out): waits for the store end at once until one succeeds. */
+  /** The last membership write failed (store down, or it timed out): until one succeeds, nothing waits for queued writes to drain. */
   private storeFailing = false;
   /** Write batches stored or failed so far: backpressure() waits on while this moves. */
   private batchesSettled = 0;
