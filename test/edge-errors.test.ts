@@ -70,6 +70,12 @@ describe('edge inputs', () => {
     expect(pathsOf(expectError(wrongType, 400, 'validation_error'))).toEqual(['instances[1].userId']);
   });
 
+  it('a multipart body cut off before its end is a 400, not an unhandled error', async () => {
+    const b = 'XBOUNDARYX';
+    const res = await app.inject({ method: 'POST', url: '/v1/models', headers: { ...ADMIN, 'content-type': `multipart/form-data; boundary=${b}` }, payload: `--${b}\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nabc` });
+    expect(expectError(res, 400, 'bad_request').message).toBe('the request body ended before it was complete');
+  });
+
   it('allows at most 100 rule segments (409 after that)', async () => {
     const existing = ((await app.inject({ url: '/v1/segments', headers: SEG })).json().segments as { kind: string }[]).filter((s) => s.kind === 'rule').length;
     for (let i = existing; i < 100; i++) {

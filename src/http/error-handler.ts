@@ -216,6 +216,12 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (error.statusCode === undefined && isMalformedMultipart(error)) {
       return reply.code(400).send({ error: 'bad_request', message: `malformed multipart body: ${error.message}`, details: [{ path: 'body', message: error.message }] });
     }
+    // An upload whose body stopped before its end (the client went away, or sent a cut-off body):
+    // the client's doing, not an unhandled error to alert on.
+    if (error.statusCode === undefined && error.code === 'ERR_STREAM_PREMATURE_CLOSE') {
+      request.log.info({ err: error.message }, 'request body ended early');
+      return reply.code(400).send({ error: 'bad_request', message: 'the request body ended before it was complete', details: [{ path: 'body', message: 'ended early' }] });
+    }
     const tooMany = error.code ? MULTIPART_COUNT_LIMITS[error.code] : undefined;
     if (tooMany) {
       const message = `${tooMany} for this route (dataset and audience uploads take one file part and no other fields)`;
