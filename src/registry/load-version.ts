@@ -1,4 +1,4 @@
-import { ModelStore } from './model-store.js';
+import { ModelStore, problemOf } from './model-store.js';
 import { loadLayersModelFromDir } from './keras-topology.js';
 import { LoadedModel } from '../inference/loaded-model.js';
 import { verifyManifest, type Manifest } from './manifest.js';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 /** personas.json of a version whose model takes `width` inputs: centroids of that width, or an error saying what is wrong. */
 export function checkPersonas(raw: unknown, width: number): Personas {
   const parsed = PersonasSchema.safeParse(raw);
-  if (!parsed.success) throw new Error(`personas.json is not valid: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ')}`);
+  if (!parsed.success) throw new Error(`personas.json is not valid: ${problemOf(parsed.error)}`);
   const personas = parsed.data;
   if (personas.centroids.length === 0) throw new Error('personas.json has no centroids');
   if (personas.centroids.some((c) => c.length !== width)) throw new Error(`personas.json centroids do not match the model input width (${width})`);

@@ -45,7 +45,8 @@ const StateSchema = z.looseObject({
 /** A version whose files cannot be read as the service writes them (hand-copied, edited or damaged): 422. */
 export const unreadableVersion = (id: string, file: string, reason: string) => new AppError(422, 'version_unreadable', `version ${id}: ${file} ${reason}`);
 
-const problemOf = (err: unknown) =>
+/** What is wrong, in one line: a zod error's issues with their paths, else the error's message. */
+export const problemOf = (err: unknown) =>
   err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join('.') || 'value'}: ${i.message}`).join('; ') : (err as Error).message;
 
 /**
